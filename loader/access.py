@@ -1,0 +1,27 @@
+"""Who may use the dashboard. Locally (127.0.0.1) everyone; once exposed, logged-in staff only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+
+def staff_required(api: bool) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            user = request.user
+            if settings.MACTUNER_REQUIRE_STAFF and not (user.is_authenticated and user.is_staff):
+                if api:
+                    return JsonResponse({"error": "로그인이 필요합니다(스태프 계정)."}, status=403)
+                return redirect_to_login(request.get_full_path())
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator

@@ -1,0 +1,99 @@
+"""The models the dashboard offers: folders under the models root and local HF cache snapshots.
+
+The web API loads by a name from this list only, never by a raw path, so ``..``, absolute
+paths and symlinks that escape the models root cannot name anything outside it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    path: Path
+    source: str  # "local" | "hf-cache"
+
+    def describe(self) -> dict[str, Any]:
+        shards = sorted(self.path.glob("*.safetensors"))
+        size = 0
+        for shard in shards:
+            try:
+                size += shard.stat().st_size
+            except OSError:
+                pass
+        architecture = model_type = None
+        try:
+            config = json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+            archs = config.get("architectures") or []
+            architecture = archs[0] if archs else None
+            model_type = config.get("model_type")
+        except (OSError, ValueError, AttributeError):
+            pass
+        return {
+            "name": self.name, "source": self.source, "size_bytes": size, "shards": len(shards),
+            "architecture": architecture, "model_type": model_type,
+        }  # fmt: skip
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def _local_models(root: Path) -> list[ModelEntry]:
+    if not root.is_dir():
+        return []
+    found = []
+    for child in sorted(root.iterdir()):
+        if child.name.startswith(".") or not child.is_dir() or not _inside(child, root):
+            continue
+        if (child / "config.json").exists():
+            found.append(ModelEntry(child.name, child, "local"))
+            continue
+        for grand in sorted(child.iterdir()) if child.is_dir() else []:  # org/name layout
+            if grand.is_dir() and (grand / "config.json").exists() and _inside(grand, root):
+                found.append(ModelEntry(f"{child.name}/{grand.name}", grand, "local"))
+    return found
+
+
+def _hf_cache_models(cache: Path) -> list[ModelEntry]:
+    if not cache.is_dir():
+        return []
+    found = []
+    for repo in sorted(cache.glob("models--*")):
+        ref = repo / "refs" / "main"
+        snapshots = repo / "snapshots"
+        snapshot = None
+        if ref.is_file():
+            snapshot = snapshots / ref.read_text().strip()
+        elif snapshots.is_dir():
+            candidates = sorted(snapshots.iterdir())
+            snapshot = candidates[-1] if candidates else None
+        if snapshot is not None and (snapshot / "config.json").exists():
+            name = repo.name.removeprefix("models--").replace("--", "/")
+            found.append(ModelEntry(name, snapshot, "hf-cache"))
+    return found
+
+
+def list_models() -> list[ModelEntry]:
+    seen: dict[str, ModelEntry] = {}
+    for entry in _local_models(Path(settings.MACTUNER_MODELS_DIR)) + _hf_cache_models(Path(settings.MACTUNER_HF_CACHE)):
+        seen.setdefault(entry.name, entry)
+    return list(seen.values())
+
+
+def find_model(name: str) -> ModelEntry | None:
+    for entry in list_models():
+        if entry.name == name:
+            return entry
+    return None

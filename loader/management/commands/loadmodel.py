@@ -1,0 +1,103 @@
+"""Load a model from the terminal with tqdm bars, recorded as a LoadJob like a web load.
+
+Exit codes: 0 loaded, 1 failed, 2 refused (busy or bad arguments), 130 cancelled (Ctrl-C/SIGTERM).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
+
+from loader import services
+from loader.catalog import find_model, list_models
+from loader.pipeline.device import DEVICES, DTYPES
+from loader.pipeline.events import ProgressEvent, Stage
+from loader.runner import execute_job, request_cancel, state_for
+
+
+class Bars:
+    """An overall bar with the stage message and a bytes bar for the weights, as on stderr."""
+
+    def __init__(self, stream: Any) -> None:
+        from tqdm import tqdm
+
+        self.tqdm, self.stream = tqdm, stream
+        self.overall = tqdm(total=100, desc="준비 중...", file=stream, bar_format="{desc:<24} {percentage:3.0f}%|{bar}| [{elapsed}]")
+        self.weights: Any = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        self.overall.set_description_str(event.message, refresh=False)
+        self.overall.update(max(event.percent - self.overall.n, 0))
+        d = event.detail
+        if event.stage is Stage.WEIGHTS and d.bytes_total:
+            if self.weights is None:
+                self.weights = self.tqdm(total=d.bytes_total, unit="B", unit_scale=True, unit_divisor=1000, file=self.stream, desc="Loading checkpoint shards")
+            self.weights.set_postfix_str(f"shard {d.shard}/{d.shards}", refresh=False)
+            self.weights.update(max(d.bytes_done - self.weights.n, 0))
+
+    def close(self) -> None:
+        if self.weights is not None:
+            self.weights.close()
+        self.overall.close()
+
+
+class Command(BaseCommand):
+    help = "Load a checkpoint (a name from --list, or a folder path) with progress bars."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("model", nargs="?", help="model name from --list, or a checkpoint folder")
+        parser.add_argument("--device", default="auto", choices=DEVICES)
+        parser.add_argument("--dtype", default="auto", choices=DTYPES)
+        parser.add_argument("--json", action="store_true", help="print the final snapshot as JSON on stdout")
+        parser.add_argument("--list", action="store_true", help="list the models the dashboard offers")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        if opts["list"]:
+            for entry in list_models():
+                info = entry.describe()
+                self.stdout.write(f"{info['name']}\t{info['size_bytes'] / 1e6:.1f} MB\t{info['shards']} shard(s)\t{info['architecture']}")
+            return
+        if not opts["model"]:
+            raise CommandError("모델 이름이나 폴더 경로를 지정하세요 (목록: loadmodel --list).", returncode=2)
+        entry = find_model(opts["model"])
+        path = entry.path if entry else Path(opts["model"]).expanduser().resolve()
+        name = entry.name if entry else path.name
+        if entry is None and not path.exists():
+            raise CommandError(f"모델을 찾을 수 없습니다: {opts['model']} (목록: loadmodel --list)", returncode=2)
+        try:
+            job = services.job_start(model_name=name, model_path=str(path), device=opts["device"], dtype=opts["dtype"], source="cli")
+        except services.JobBusy as busy:
+            raise CommandError(str(busy), returncode=2) from None
+        cancel = threading.Event()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            cancel.set()
+            request_cancel(job.pk)
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        bars = Bars(sys.stderr)
+        try:
+            job = execute_job(job, cancel, listener=bars)
+        finally:
+            bars.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        state = state_for(job)
+        if opts["json"]:
+            self.stdout.write(json.dumps(state["job"], ensure_ascii=False, indent=2))
+        connection.close()
+        if job.state == "succeeded":
+            self.stderr.write(self.style.SUCCESS(f"✅ 모델 로드 완료! {name} ({job.device}, {job.dtype}, {job.timings.get('total', 0):.2f}s)"))
+            return
+        if job.state == "cancelled":
+            self.stderr.write("로드가 취소되었습니다.")
+            sys.exit(130)
+        self.stderr.write(self.style.ERROR(f"❌ 오류: {job.error_message}"))
+        sys.exit(1)

@@ -1,0 +1,23 @@
+"""The staged model loader. Pure Python (no Django): the web runner and the CLI both wrap it."""
+
+import os
+
+# Set before tokenizers is imported anywhere: the forked-after-parallelism warning (FAQ Q2).
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from .errors import LoadCancelled, LoadError  # noqa: E402
+from .events import ProgressEvent, Stage  # noqa: E402
+from .slot import ModelSlot  # noqa: E402
+from .stages import LoadedModel, LoadRequest, load_checkpoint, preflight  # noqa: E402
+
+__all__ = [
+    "LoadCancelled",
+    "LoadError",
+    "LoadRequest",
+    "LoadedModel",
+    "ModelSlot",
+    "ProgressEvent",
+    "Stage",
+    "load_checkpoint",
+    "preflight",
+]

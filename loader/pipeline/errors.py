@@ -1,0 +1,80 @@
+"""Typed load errors: a plain Korean message for the user, a technical detail for the log.
+
+The UI prefixes ``user_message`` with "❌ 오류:"; ``code`` lets tests and scripts branch on the
+kind of failure without parsing prose.
+"""
+
+from __future__ import annotations
+
+
+class LoadError(Exception):
+    code = "load_error"
+
+    def __init__(self, user_message: str, detail: str = "") -> None:
+        super().__init__(user_message)
+        self.user_message = user_message
+        self.detail = detail or user_message
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.user_message, "detail": self.detail}
+
+
+class FolderMissing(LoadError):
+    code = "folder_missing"
+
+
+class FolderUnreadable(LoadError):
+    code = "folder_unreadable"
+
+
+class NotAModelFolder(LoadError):
+    code = "not_a_model_folder"
+
+
+class ConfigUnreadable(LoadError):
+    code = "config_unreadable"
+
+
+class UnknownArchitecture(LoadError):
+    code = "unknown_architecture"
+
+
+class RemoteCodeRefused(LoadError):
+    code = "remote_code_refused"
+
+
+class TokenizerError(LoadError):
+    code = "tokenizer_error"
+
+
+class ShardMissing(LoadError):
+    code = "shard_missing"
+
+
+class ShardCorrupt(LoadError):
+    code = "shard_corrupt"
+
+
+class DeviceUnavailable(LoadError):
+    code = "device_unavailable"
+
+
+class InvalidOption(LoadError):
+    code = "invalid_option"
+
+
+class OutOfMemory(LoadError):
+    code = "out_of_memory"
+
+
+class LoaderBusy(LoadError):
+    code = "busy"
+
+
+class LoadCancelled(LoadError):
+    """Raised inside the load when a cancel request is seen; not a failure."""
+
+    code = "cancelled"
+
+    def __init__(self) -> None:
+        super().__init__("로드가 취소되었습니다.", "cancelled by request")

@@ -1,0 +1,49 @@
+"""The 95 % stage: what the user wants to know about the model that is now in memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .checkpoint import CheckpointInfo
+
+
+def _first(config: Any, *names: str) -> Any:
+    for name in names:
+        value = getattr(config, name, None)
+        if value is not None:
+            return value
+    text = getattr(config, "text_config", None)
+    if text is not None and text is not config:
+        return _first(text, *names)
+    return None
+
+
+def extract_metadata(model: Any, tokenizer: Any, config: Any, info: CheckpointInfo, device: str) -> dict[str, Any]:
+    seen: set[int] = set()
+    params = 0
+    for p in model.parameters():
+        if p.data_ptr() in seen:
+            continue
+        seen.add(p.data_ptr())
+        params += p.numel()
+    first = next(model.parameters())
+    archs = getattr(config, "architectures", None) or [type(model).__name__]
+    return {
+        "architecture": archs[0],
+        "model_class": type(model).__name__,
+        "model_type": getattr(config, "model_type", None),
+        "parameters": params,
+        "dtype": str(first.dtype).removeprefix("torch."),
+        "device": device,
+        "memory_bytes": int(model.get_memory_footprint()),
+        "checkpoint_bytes": info.file_bytes,
+        "shards": len(info.shard_files),
+        "vocab_size": _first(config, "vocab_size"),
+        "tokenizer_vocab_size": len(tokenizer),
+        "context_length": _first(config, "max_position_embeddings", "n_positions", "max_seq_len"),
+        "layers": _first(config, "num_hidden_layers", "n_layer", "num_layers"),
+        "hidden_size": _first(config, "hidden_size", "n_embd", "d_model"),
+        "tie_word_embeddings": bool(_first(config, "tie_word_embeddings")),
+        "tokenizer_class": type(tokenizer).__name__,
+        "has_chat_template": bool(getattr(tokenizer, "chat_template", None)),
+    }

@@ -1,0 +1,85 @@
+"""One model per process: the slot that holds it, loads into it and empties it.
+
+The lock makes "a second load while one runs" a refusal rather than a race, and the preflight
+runs before the unload so a model that cannot load (or cannot fit) never costs the user the
+model they already have.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from . import device as devices
+from .errors import LoaderBusy, LoadError, OutOfMemory
+from .events import EventCallback
+from .stages import LoadedModel, LoadRequest, load_checkpoint, preflight
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+class ModelSlot:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded: LoadedModel | None = None
+
+    @property
+    def loaded(self) -> LoadedModel | None:
+        return self._loaded
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    def summary(self) -> dict[str, Any] | None:
+        m = self._loaded
+        if m is None:
+            return None
+        return {"name": m.name, "path": str(m.path), "device": m.device, "dtype": m.dtype, "metadata": m.metadata}
+
+    def load(self, request: LoadRequest, on_event: EventCallback, cancel: threading.Event, max_bytes: int | None = None) -> LoadedModel:
+        if not self._lock.acquire(blocking=False):
+            raise LoaderBusy("다른 모델을 로드하는 중입니다. 완료되거나 취소된 뒤 다시 시도하세요.", "slot locked")
+        try:
+            info = preflight(request)
+            self._check_fits(request, info, max_bytes)
+            self._unload_locked()
+            loaded = load_checkpoint(request, on_event, cancel, info=info)
+            self._loaded = loaded
+            return loaded
+        finally:
+            self._lock.release()
+
+    def _check_fits(self, request: LoadRequest, info: Any, max_bytes: int | None) -> None:
+        target = devices.resolve_device(request.device)
+        element = devices.DTYPE_ELEMENT_SIZE.get(request.dtype)
+        need = info.bytes_at(element)
+        current = self._loaded
+        freed = int(current.metadata.get("memory_bytes", 0)) if current and current.device == target else 0
+        available = devices.available_bytes(target) + freed
+        if max_bytes is not None:
+            available = min(available, max_bytes)
+        if need > available:
+            raise OutOfMemory(
+                f"메모리가 부족합니다: {_gb(need)} 필요, {target}에서 {_gb(available)} 사용 가능",
+                f"need={need} available={available} device={target}",
+            )
+
+    def unload(self) -> bool:
+        if not self._lock.acquire(blocking=False):
+            raise LoaderBusy("모델을 로드하는 중에는 언로드할 수 없습니다.", "slot locked")
+        try:
+            return self._unload_locked()
+        finally:
+            self._lock.release()
+
+    def _unload_locked(self) -> bool:
+        had = self._loaded is not None
+        self._loaded = None
+        devices.release_memory()
+        return had
+
+
+__all__ = ["ModelSlot", "LoadError"]

@@ -1,0 +1,254 @@
+"""The staged load: tokenizer → config → weights → device → metadata, with events and cancel.
+
+``load_checkpoint`` is the one entry point the slot, the web runner and the CLI share. It never
+touches Django; it reports through a callback of ``ProgressEvent`` and raises typed errors.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import device as devices
+from .checkpoint import CheckpointInfo, inspect_checkpoint
+from .errors import (
+    ConfigUnreadable,
+    LoadCancelled,
+    LoadError,
+    OutOfMemory,
+    RemoteCodeRefused,
+    ShardCorrupt,
+    TokenizerError,
+    UnknownArchitecture,
+)
+from .events import EventCallback, ProgressEvent, Stage, WeightsDetail, overall_percent, stage_message
+from .metadata import extract_metadata
+from .weights import WeightsTracker, move_to_device
+
+EMIT_INTERVAL_S = 0.05
+
+
+@dataclass
+class LoadRequest:
+    path: Path
+    device: str = "auto"
+    dtype: str = "auto"
+    allow_remote_code: bool = False
+    lang: str = "ko"
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    path: Path
+    device: str
+    dtype: str
+    model: Any
+    tokenizer: Any
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class _Reporter:
+    """Keeps the overall percent monotonic and rate-limits the chatty weights stage."""
+
+    def __init__(self, on_event: EventCallback, lang: str) -> None:
+        self.on_event = on_event
+        self.lang = lang
+        self.percent = 0.0
+        self.detail = WeightsDetail()
+        self.timings: dict[str, float] = {}
+        self.stage = Stage.PREPARING
+        self.stage_started = time.monotonic()
+        self.last_emit = 0.0
+        self.fmt: dict[str, str] = {}
+
+    def enter(self, stage: Stage, emit: bool = True, **fmt: str) -> None:
+        now = time.monotonic()
+        if stage is not self.stage:
+            self.timings[self.stage.value] = round(now - self.stage_started, 4)
+        self.stage, self.stage_started, self.fmt = stage, now, fmt
+        if emit:
+            self.report(0.0, force=True)
+
+    def report(self, fraction: float, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_emit < EMIT_INTERVAL_S:
+            return
+        self.last_emit = now
+        self.percent = max(self.percent, overall_percent(self.stage, fraction))
+        message = stage_message(self.stage, self.lang, **self.fmt)
+        detail = WeightsDetail(**vars(self.detail))
+        self.on_event(ProgressEvent(self.stage, self.percent, message, detail, dict(self.timings)))
+
+
+def warm_imports() -> None:
+    """Import the heavy modules (~4 s cold) so the first click does not pay for them.
+
+    transformers imports lazily: without this the first ``from_pretrained`` spends its first
+    seconds importing before the weights bar can move.
+    """
+    import torch  # noqa: F401
+    import transformers
+    import transformers.core_model_loading  # noqa: F401
+    import transformers.modeling_utils  # noqa: F401
+
+    _ = transformers.AutoTokenizer, transformers.AutoConfig, transformers.AutoModelForCausalLM
+
+
+def _check(cancel: threading.Event) -> None:
+    if cancel.is_set():
+        raise LoadCancelled()
+
+
+def preflight(request: LoadRequest) -> CheckpointInfo:
+    """Everything that can be refused before the current model is unloaded."""
+    devices.validate_options(request.device, request.dtype)
+    info = inspect_checkpoint(request.path)
+    _refuse_remote_code(request.path, info.config, request.allow_remote_code)
+    return info
+
+
+def _refuse_remote_code(path: Path, config: dict[str, Any], allowed: bool) -> None:
+    if allowed:
+        return
+    tok_config: dict[str, Any] = {}
+    try:
+        tok_config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    if config.get("auto_map") or (isinstance(tok_config, dict) and tok_config.get("auto_map")):
+        raise RemoteCodeRefused(
+            "이 모델은 모델 폴더의 파이썬 코드를 실행해야 합니다(trust_remote_code). "
+            "보안을 위해 기본적으로 거부됩니다. 관리자가 설정에서 허용할 수 있습니다.",
+            f"{path}: auto_map present and trust_remote_code is off",
+        )
+
+
+def _model_class(transformers: Any, config: Any) -> Any:
+    archs = list(getattr(config, "architectures", None) or [])
+    for arch in archs:
+        if arch.endswith("ForCausalLM"):
+            auto = transformers.AutoModelForCausalLM
+            if type(config) in auto._model_mapping:
+                return auto._model_mapping[type(config)]  # imports the modeling module now, not mid-weights
+            return auto
+        cls = getattr(transformers, arch, None)
+        if cls is not None:
+            return cls
+    if archs:
+        raise UnknownArchitecture(f"이 버전의 transformers가 모르는 아키텍처입니다: {archs[0]}", f"architectures={archs}")
+    return transformers.AutoModelForCausalLM
+
+
+def load_checkpoint(
+    request: LoadRequest,
+    on_event: EventCallback,
+    cancel: threading.Event,
+    info: CheckpointInfo | None = None,
+) -> LoadedModel:
+    rep = _Reporter(on_event, request.lang)
+    rep.report(0.0, force=True)  # feedback at once, before the slow imports
+    info = info or preflight(request)
+    started = time.monotonic()
+    warm_imports()
+    import torch
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    target = devices.resolve_device(request.device)
+    rep.report(1.0, force=True)
+    _check(cancel)
+
+    rep.enter(Stage.TOKENIZER)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(request.path), trust_remote_code=request.allow_remote_code)
+    except LoadError:
+        raise
+    except Exception as exc:  # transformers raises many kinds for a bad tokenizer
+        raise TokenizerError(f"토크나이저를 불러올 수 없습니다: {request.path.name}", repr(exc)) from exc
+    if isinstance(tokenizer, bool) or not hasattr(tokenizer, "encode"):
+        raise TokenizerError(f"토크나이저를 불러올 수 없습니다: {request.path.name}", f"got {type(tokenizer)!r}")
+    rep.report(1.0, force=True)
+    _check(cancel)
+
+    rep.enter(Stage.CONFIG)
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(request.path), trust_remote_code=request.allow_remote_code)
+    except ValueError as exc:
+        raise UnknownArchitecture(
+            f"지원하지 않는 모델 유형입니다: {info.config.get('model_type', '?')}", repr(exc)
+        ) from exc
+    except Exception as exc:
+        raise ConfigUnreadable(f"config.json을 해석할 수 없습니다: {request.path.name}", repr(exc)) from exc
+    model_cls = _model_class(transformers, config)
+    rep.report(1.0, force=True)
+    _check(cancel)
+
+    rep.enter(Stage.WEIGHTS)
+    dtype_arg: Any = "auto" if request.dtype == "auto" else devices.torch_dtype(request.dtype)
+    stored = {t.dtype for t in info.tensors.values()}
+    converting = request.dtype != "auto" and stored != {
+        {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}[request.dtype]
+    }
+    detail = rep.detail
+    detail.shards, detail.bytes_total = len(info.shard_files), info.total_bytes
+
+    def emit_weights() -> None:
+        detail.shard, detail.bytes_done = tracker.shard, tracker.bytes_done
+        detail.bytes_per_s, detail.eta_s = tracker.rate_and_eta()
+        rep.report(tracker.fraction)
+
+    tracker = WeightsTracker(info, converting, emit_weights, cancel)
+
+    def hook(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if kwargs.get("desc") == "Loading weights" and args:
+            return tracker.observe(args[0])
+        return factory(*args, **kwargs)
+
+    previous = hf_logging.set_tqdm_hook(hook)
+    model = None
+    try:
+        model = model_cls.from_pretrained(
+            str(request.path), dtype=dtype_arg, trust_remote_code=request.allow_remote_code
+        )
+        tracker.finish_pass1()
+        model.eval()
+        tracker.page_in(model)
+        emit_weights()
+        detail.shard, detail.bytes_done, detail.eta_s = detail.shards, detail.bytes_total, 0.0
+        rep.report(1.0, force=True)
+
+        rep.enter(Stage.DEVICE, device=target.upper())
+        move_to_device(model, target, lambda done, total: rep.report(done / total), cancel)
+        rep.report(1.0, force=True)
+
+        rep.enter(Stage.METADATA)
+        metadata = extract_metadata(model, tokenizer, config, info, target)
+        rep.report(1.0, force=True)
+    except (LoadError, KeyboardInterrupt):
+        model = None
+        raise
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        model = None
+        raise OutOfMemory(f"메모리가 부족합니다({target}). 더 작은 모델이나 dtype을 선택하세요.", repr(exc)) from exc
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        model = None
+        text = repr(exc)
+        if "safetensors" in text.lower() or "header" in text.lower() or "deserializ" in text.lower():
+            raise ShardCorrupt(f"가중치 파일을 읽을 수 없습니다(손상?): {request.path.name}", text) from exc
+        raise LoadError(f"모델 가중치를 불러오지 못했습니다: {request.path.name}", text) from exc
+    finally:
+        hf_logging.set_tqdm_hook(previous)
+        if model is None:
+            devices.release_memory()
+
+    rep.enter(Stage.DONE, emit=False)
+    rep.timings["total"] = round(time.monotonic() - started, 4)
+    metadata["timings"] = dict(rep.timings)
+    rep.report(1.0, force=True)  # 100 % only now: weights resident, metadata complete
+    got_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return LoadedModel(request.path.name, request.path, target, got_dtype, model, tokenizer, metadata)

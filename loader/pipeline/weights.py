@@ -1,0 +1,152 @@
+"""The weights stage: observe transformers' load, then make the weights really resident.
+
+transformers 5 memory-maps safetensors when the dtype matches, so ``from_pretrained`` returns
+before most bytes are read; a bar that said 85 % then would lie. The stage therefore has two
+passes: (1) ``from_pretrained`` observed per parameter through ``set_tqdm_hook``, and (2) a
+page-in of every CPU tensor in chunks, so the bar moves with the bytes actually read and a
+cancel is seen between chunks. When a dtype conversion is needed, pass 1 reads the bytes
+itself and gets most of the weight.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .checkpoint import CheckpointInfo
+from .errors import LoadCancelled
+
+CHUNK_BYTES = 32 * 1024 * 1024
+MADV_POPULATE_READ = 22  # Linux >= 5.14; elsewhere we touch one byte per page instead
+
+
+class WeightsTracker:
+    """Turns per-parameter and per-chunk steps into one monotonic byte-weighted fraction."""
+
+    def __init__(self, info: CheckpointInfo, converting: bool, emit: Callable[[], None], cancel: threading.Event) -> None:
+        self.info = info
+        self.emit = emit
+        self.cancel = cancel
+        self.total = max(info.total_bytes, 1)
+        self.shards = len(info.shard_files)
+        self.pass1_share = 0.9 if converting else 0.1
+        self.pass1_done = 0
+        self.pass2_done = 0
+        self.pass2_total = 1
+        self.shard = 1 if self.shards else 0
+        self.started = time.monotonic()
+        self._avg = self.total / max(len(info.tensors), 1)
+
+    @property
+    def fraction(self) -> float:
+        p1 = min(self.pass1_done / self.total, 1.0)
+        p2 = min(self.pass2_done / self.pass2_total, 1.0)
+        return self.pass1_share * p1 + (1 - self.pass1_share) * p2
+
+    @property
+    def bytes_done(self) -> int:
+        return int(self.fraction * self.total)
+
+    def rate_and_eta(self) -> tuple[float, float | None]:
+        elapsed = time.monotonic() - self.started
+        done = self.bytes_done
+        if elapsed <= 0 or done <= 0:
+            return 0.0, None
+        rate = done / elapsed
+        return rate, max(self.total - done, 0) / rate
+
+    def check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise LoadCancelled()
+
+    # pass 1 --------------------------------------------------------------------------------
+    def observe(self, items: Any) -> Iterator[Any]:
+        for item in items:
+            self.check_cancel()
+            key = item[0] if isinstance(item, tuple) else str(item)
+            tensor = self.info.tensors.get(key)
+            if tensor is not None:
+                self.shard = tensor.shard
+            yield item
+            self.pass1_done += tensor.nbytes if tensor is not None else int(self._avg)
+            self.emit()
+        self.check_cancel()
+
+    def finish_pass1(self) -> None:
+        self.pass1_done = self.total
+
+    # pass 2 --------------------------------------------------------------------------------
+    def page_in(self, model: Any) -> None:
+        import torch
+
+        seen: set[int] = set()
+        todo: list[tuple[int, int, Any]] = []
+        for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+            if tensor.device.type != "cpu" or tensor.numel() == 0 or not tensor.is_contiguous():
+                continue
+            ptr = tensor.data_ptr()
+            if ptr in seen:
+                continue
+            seen.add(ptr)
+            info = self.info.tensors.get(name)
+            todo.append((ptr, info.shard if info else 0, tensor))
+        todo.sort(key=lambda entry: (entry[1] or self.shards, entry[0]))
+        self.pass2_total = max(sum(t.numel() * t.element_size() for _, _, t in todo), 1)
+        for ptr, shard, tensor in todo:
+            if shard:
+                self.shard = shard
+            nbytes = tensor.numel() * tensor.element_size()
+            for offset in range(0, nbytes, CHUNK_BYTES):
+                self.check_cancel()
+                length = min(CHUNK_BYTES, nbytes - offset)
+                populate(ptr + offset, length, tensor, offset, torch)
+                self.pass2_done += length
+                self.emit()
+        self.pass2_done = self.pass2_total
+        self.shard = self.shards
+
+
+_PAGE = 4096
+_libc: Any = None
+
+
+def populate(address: int, length: int, tensor: Any, offset: int, torch: Any) -> None:
+    """Fault ``length`` bytes at ``address`` into RAM (they may be lazily memory-mapped)."""
+    global _libc
+    if sys.platform.startswith("linux"):
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        start = address & ~(_PAGE - 1)
+        if _libc.madvise(start, address + length - start, MADV_POPULATE_READ) == 0:
+            return
+    flat = tensor.detach().reshape(-1).view(torch.uint8)
+    flat[offset : offset + length : _PAGE].sum()
+
+
+def move_to_device(model: Any, device: str, on_bytes: Callable[[int, int], None], cancel: threading.Event) -> None:
+    """Copy module by module so the device stage is measured and cancellable, not one opaque call."""
+    if device == "cpu":
+        on_bytes(1, 1)
+        return
+    import torch
+
+    modules = list(model.modules())
+    total = max(sum(p.numel() * p.element_size() for p in model.parameters()), 1)
+    done = 0
+    for module in modules:
+        if cancel.is_set():
+            raise LoadCancelled()
+        size = sum(p.numel() * p.element_size() for p in module.parameters(recurse=False) if p.device.type != device)
+        module._apply(lambda t: t.to(device, non_blocking=False), recurse=False)
+        done += size
+        on_bytes(done, total)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
+    on_bytes(total, total)

@@ -1,0 +1,35 @@
+"""What a server does once at start: reap jobs a killed server left active, warm the imports."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.conf import settings
+from django.db import connection
+
+log = logging.getLogger("loader.startup")
+
+
+def on_server_start() -> None:
+    from . import services
+
+    try:
+        reaped = services.job_reap()
+        if reaped:
+            log.warning("marked orphaned jobs %s as interrupted", reaped)
+    except Exception as exc:  # no table yet (before migrate): nothing to reap
+        log.info("reap skipped: %r", exc)
+    finally:
+        connection.close()
+    if settings.MACTUNER_WARM_IMPORTS:
+        threading.Thread(target=_warm, name="loader-warm-imports", daemon=True).start()
+
+
+def _warm() -> None:
+    from .pipeline.stages import warm_imports
+
+    try:
+        warm_imports()
+    except Exception:
+        log.exception("warming imports failed (the first load will import instead)")

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.page, name="page"),
+    path("api/models", views.models, name="api-models"),
+    path("api/status", views.status, name="api-status"),
+    path("api/load", views.load, name="api-load"),
+    path("api/cancel", views.cancel, name="api-cancel"),
+    path("api/unload", views.unload, name="api-unload"),
+]

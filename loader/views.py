@@ -1,0 +1,120 @@
+"""The page and the JSON API: validate, call a service, answer. No business logic here."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import transaction
+from django.http import HttpRequest, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.http import require_GET, require_POST
+
+from . import runner, services
+from .access import staff_required
+from .catalog import find_model, list_models
+from .pipeline.device import DEVICES, DTYPES
+from .pipeline.errors import LoaderBusy
+from .selectors import job_active, job_snapshot, loader_state
+
+
+def _error(status: int, message: str, **extra: Any) -> JsonResponse:
+    return JsonResponse({"error": message, **extra}, status=status)
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any] | JsonResponse:
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        return _error(413, "요청 본문이 너무 큽니다.")
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        return _error(400, "요청 본문이 올바른 JSON이 아닙니다.")
+    if not isinstance(data, dict):
+        return _error(400, "요청 본문은 JSON 객체여야 합니다.")
+    return data
+
+
+@require_GET
+@ensure_csrf_cookie
+@staff_required(api=False)
+def page(request: HttpRequest) -> Any:
+    state = loader_state()
+    return render(
+        request,
+        "loader/page.html",
+        {"initial_state": state, "devices": DEVICES, "dtypes": DTYPES, "stall_seconds": settings.MACTUNER_STALL_SECONDS},
+    )
+
+
+@require_GET
+@staff_required(api=True)
+def models(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"models": [entry.describe() for entry in list_models()]})
+
+
+@require_GET
+@staff_required(api=True)
+def status(request: HttpRequest) -> JsonResponse:
+    state = loader_state()
+    return JsonResponse({"job": state["job"], "loaded": state["loaded"]})
+
+
+@require_POST
+@staff_required(api=True)
+def load(request: HttpRequest) -> JsonResponse:
+    data = _json_body(request)
+    if isinstance(data, JsonResponse):
+        return data
+    name, device, dtype = data.get("model"), data.get("device", "auto"), data.get("dtype", "auto")
+    if not isinstance(name, str) or not name.strip():
+        return _error(400, "'model'에 모델 이름(문자열)을 지정하세요.")
+    if not isinstance(device, str) or device not in DEVICES:
+        return _error(400, f"알 수 없는 장치입니다: {device!r} (가능: {', '.join(DEVICES)})")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        return _error(400, f"알 수 없는 dtype입니다: {dtype!r} (가능: {', '.join(DTYPES)})")
+    entry = find_model(name)
+    if entry is None:
+        return _error(400, f"모델 목록에 없는 이름입니다: {name[:200]!r}")
+    user = request.user.get_username() if request.user.is_authenticated else ""
+    try:
+        job = services.job_start(
+            model_name=entry.name, model_path=str(entry.path), device=device, dtype=dtype, source="web", requested_by=user
+        )
+    except services.JobBusy as busy:
+        return _error(409, str(busy), job=job_snapshot(busy.active))
+    if runner.SLOT.busy:  # a thread of ours still finishing; the DB slot is free but memory is not yet
+        services.job_fail(job=job, code=LoaderBusy.code, message="이전 로드를 정리하는 중입니다. 잠시 후 다시 시도하세요.", detail="slot locked")
+        return _error(409, "이전 로드를 정리하는 중입니다. 잠시 후 다시 시도하세요.", job=job_snapshot(job))
+    transaction.on_commit(lambda: runner.start_job_thread(job.pk))
+    return JsonResponse({"job": job_snapshot(job)}, status=202)
+
+
+@require_POST
+@staff_required(api=True)
+def cancel(request: HttpRequest) -> JsonResponse:
+    job = job_active()
+    if job is None:
+        return _error(409, "진행 중인 로드가 없습니다.")
+    job = services.job_cancel(job=job)
+    runner.request_cancel(job.pk)
+    return JsonResponse({"job": job_snapshot(job)}, status=202)
+
+
+@require_POST
+@staff_required(api=True)
+def unload(request: HttpRequest) -> JsonResponse:
+    if job_active() is not None or runner.SLOT.busy:
+        return _error(409, "모델을 로드하는 중에는 언로드할 수 없습니다.")
+    try:
+        had = runner.SLOT.unload()
+    except LoaderBusy as exc:
+        return _error(409, exc.user_message)
+    runner.publisher.publish(loader_state() | {"type": "snapshot"}, force=True)
+    return JsonResponse({"unloaded": had, "loaded": None})

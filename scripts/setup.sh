@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Creates .venv and installs the app (and with --test, the test tools and Chromium).
+# torch is installed first at a pinned version: a CPU build on Linux x86 machines that have it
+# locally, the regular (MPS-enabled) wheel on macOS; then the project's range is already met.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+TORCH_VERSION=${MACTUNER_TORCH_VERSION:-2.13.0}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  if [ "$(uname -s)" = "Linux" ] && ! command -v nvidia-smi >/dev/null 2>&1; then
+    "${PIP[@]}" "torch==${TORCH_VERSION}" --extra-index-url https://download.pytorch.org/whl/cpu
+  else
+    "${PIP[@]}" "torch==${TORCH_VERSION}"
+  fi
+fi
+if [ "${1:-}" = "--test" ]; then
+  "${PIP[@]}" -e ".[test]"
+  if ! [ -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) \
+      || echo "warning: could not install chromium; browser tests will skip" >&2
+  fi
+else
+  "${PIP[@]}" -e .
+fi

@@ -1,0 +1,177 @@
+/* MACtuner loader page: renders full snapshots from the websocket (and from API replies).
+   Every message is a whole state, so a late or reconnecting tab is right after one message. */
+(function () {
+  "use strict";
+  const T = JSON.parse(document.getElementById("i18n").textContent);
+  const $ = (id) => document.getElementById(id);
+  const els = {
+    model: $("model-select"), device: $("device-select"), dtype: $("dtype-select"),
+    load: $("load-btn"), cancel: $("cancel-btn"), unload: $("unload-btn"), notice: $("notice"),
+    box: $("progress-box"), icon: $("progress-icon"), title: $("progress-title"), message: $("progress-message"),
+    fill: $("progress-fill"), percent: $("progress-percent"), detail: $("progress-detail"), stall: $("progress-stall"),
+    card: $("metadata-card"), metaName: $("meta-name"), metaList: $("meta-list"), conn: $("connection"),
+  };
+  let state = JSON.parse(document.getElementById("initial-state").textContent) || { job: null, loaded: null };
+  let shown = { id: null, percent: 0 };
+  let modelsLoaded = false;
+
+  function csrf() {
+    const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return m ? decodeURIComponent(m[1]) : "";
+  }
+  function fmtBytes(n) {
+    if (!n) return "0 B";
+    const u = ["B", "KB", "MB", "GB", "TB"]; let i = 0;
+    while (n >= 1000 && i < u.length - 1) { n /= 1000; i++; }
+    return n.toFixed(i ? 1 : 0) + " " + u[i];
+  }
+  function fmtSecs(s) {
+    if (s === null || s === undefined) return "";
+    s = Math.max(0, Math.round(s));
+    return s >= 60 ? Math.floor(s / 60) + "m " + (s % 60) + "s" : s + "s";
+  }
+  function stageMessage(job) {
+    if (window.MACTUNER_LANG === "en" && T.stages[job.stage]) return T.stages[job.stage];
+    return job.message || T.stages[job.stage] || "";
+  }
+  function notice(text) { els.notice.textContent = text || ""; els.notice.hidden = !text; }
+
+  function render(next) {
+    if (next) state = next;
+    const job = state.job, active = !!(job && job.active);
+    els.load.disabled = active || !els.model.value;
+    els.model.disabled = active; els.device.disabled = active; els.dtype.disabled = active;
+    els.cancel.disabled = !active || job.cancel_requested;
+    els.unload.disabled = active || !state.loaded;
+    renderBox(job);
+    renderCard(state.loaded);
+  }
+
+  function renderBox(job) {
+    if (!job) { els.box.hidden = true; return; }
+    els.box.hidden = false;
+    let pct = job.percent || 0;
+    if (shown.id === job.id && job.active) pct = Math.max(pct, shown.percent); // never backwards
+    shown = { id: job.id, percent: pct };
+    els.box.classList.toggle("error", job.state === "failed" || job.state === "interrupted");
+    els.box.classList.toggle("success", job.state === "succeeded");
+    els.fill.style.width = pct.toFixed(1) + "%";
+    els.percent.textContent = Math.floor(pct) + "%";
+    els.box.querySelector(".bar").setAttribute("aria-valuenow", String(Math.floor(pct)));
+    const d = job.detail || {};
+    let detail = "";
+    if (job.active && d.shards && (job.stage === "weights" || job.stage === "device")) {
+      detail = T.shard + " " + d.shard + "/" + d.shards + " · " + fmtBytes(d.bytes_done) + " / " + fmtBytes(d.bytes_total);
+      if (d.bytes_per_s) detail += " · " + (d.bytes_per_s / 1e6).toFixed(0) + " MB/s";
+      if (d.eta_s !== null && d.eta_s !== undefined && job.stage === "weights") detail += " · " + T.eta + " " + fmtSecs(d.eta_s);
+    } else if (job.state === "succeeded" && job.timings && job.timings.total !== undefined) {
+      detail = fmtSecs(job.timings.total) + " · " + job.model;
+    }
+    els.detail.textContent = detail;
+    els.stall.hidden = !(job.active && job.stalled);
+    if (job.active) {
+      els.icon.textContent = "📥"; els.title.textContent = T.loading;
+      els.message.textContent = job.cancel_requested ? T.cancelling : stageMessage(job);
+    } else if (job.state === "succeeded") {
+      els.icon.textContent = ""; els.title.textContent = T.done; els.message.textContent = job.model;
+    } else if (job.state === "cancelled") {
+      els.icon.textContent = ""; els.title.textContent = T.cancelled; els.message.textContent = job.model;
+    } else {
+      els.icon.textContent = "";
+      els.title.textContent = T.error + " " + (job.error ? job.error.message : T.interrupted);
+      els.message.textContent = job.model;
+    }
+  }
+
+  function renderCard(loaded) {
+    if (!loaded) { els.card.hidden = true; return; }
+    els.card.hidden = false;
+    els.metaName.textContent = loaded.name;
+    const md = loaded.metadata || {};
+    const rows = [];
+    for (const key of Object.keys(T.meta)) {
+      let v = key === "total" ? (md.timings ? fmtSecs(md.timings.total) : null) : md[key];
+      if (v === null || v === undefined) continue;
+      if (key === "memory_bytes") v = fmtBytes(v);
+      if (key === "parameters") v = Number(v).toLocaleString();
+      if (typeof v === "boolean") v = v ? "✓" : "—";
+      rows.push([T.meta[key], String(v)]);
+    }
+    els.metaList.replaceChildren(...rows.flatMap(([k, v]) => {
+      const dt = document.createElement("dt"); dt.textContent = k;
+      const dd = document.createElement("dd"); dd.textContent = v; dd.dataset.key = k;
+      return [dt, dd];
+    }));
+  }
+
+  async function api(path, body) {
+    const res = await fetch(path, {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf() },
+      body: JSON.stringify(body || {}),
+    });
+    let data = {};
+    try { data = await res.json(); } catch (e) { /* non-JSON error page */ }
+    if (!res.ok) notice(data.error || res.status + " " + res.statusText); else notice("");
+    if (data.job) render({ job: data.job, loaded: state.loaded });
+    return { res, data };
+  }
+
+  async function loadModels() {
+    try {
+      const res = await fetch("/api/models", { credentials: "same-origin" });
+      const data = await res.json();
+      const current = state.job && state.job.model;
+      els.model.replaceChildren(...data.models.map((m) => {
+        const o = document.createElement("option");
+        o.value = m.name;
+        o.textContent = m.name + " (" + fmtBytes(m.size_bytes) + ", " + m.shards + " " + T.shard + ")";
+        return o;
+      }));
+      if (!data.models.length) els.model.replaceChildren(new Option(T.noModels, ""));
+      if (current && data.models.some((m) => m.name === current)) els.model.value = current;
+      modelsLoaded = true;
+    } catch (e) { notice(String(e)); }
+    render();
+  }
+
+  els.load.addEventListener("click", () => {
+    if (!els.model.value) return;
+    // Immediate feedback: the box appears on the click itself, the server's snapshot follows.
+    shown = { id: "pending", percent: 0 };
+    render({ job: { id: "pending", state: "queued", active: true, stage: "preparing", percent: 0,
+      message: T.stages.preparing, model: els.model.value, detail: {} }, loaded: state.loaded });
+    api("/api/load", { model: els.model.value, device: els.device.value, dtype: els.dtype.value }).then(({ res, data }) => {
+      if (!res.ok && !data.job) render({ job: null, loaded: state.loaded });
+      socket && socket.readyState === 1 && socket.send(JSON.stringify({ type: "refresh" }));
+    });
+  });
+  els.cancel.addEventListener("click", () => api("/api/cancel"));
+  els.unload.addEventListener("click", () => api("/api/unload").then(({ res }) => {
+    if (res.ok) { state.loaded = null; render(); notice(""); }
+  }));
+  els.model.addEventListener("change", () => render());
+
+  let socket = null, backoff = 500;
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(proto + location.host + "/ws/loader/");
+    socket.onopen = () => { backoff = 500; els.conn.textContent = T.connected; };
+    socket.onmessage = (ev) => {
+      const msg = JSON.parse(ev.data);
+      if (msg.type === "snapshot") {
+        if (state.job && state.job.id === "pending" && !(msg.job && msg.job.active)) return; // our POST is still in flight
+        render({ job: msg.job, loaded: msg.loaded });
+      }
+    };
+    socket.onclose = () => {
+      els.conn.textContent = T.reconnecting;
+      setTimeout(connect, backoff);
+      backoff = Math.min(backoff * 2, 8000);
+    };
+  }
+  render();
+  loadModels();
+  connect();
+  window.MACtuner = { get state() { return state; }, get modelsLoaded() { return modelsLoaded; } };
+})();
