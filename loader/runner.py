@@ -79,6 +79,7 @@ def execute_job(job: LoadJob, cancel: threading.Event, listener: Listener | None
     request = LoadRequest(
         Path(job.model_path), job.device_requested, job.dtype_requested,
         allow_remote_code=settings.MACTUNER_TRUST_REMOTE_CODE,
+        read_limit_bps=settings.MACTUNER_READ_LIMIT_MBPS * 1e6,
     )  # fmt: skip
     last = {"write": 0.0, "poll": time.monotonic(), "stage": ""}
 

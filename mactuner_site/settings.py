@@ -135,6 +135,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Serve straight from static/ too, so a fresh clone works under daphne without collectstatic.
+WHITENOISE_USE_FINDERS = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "/admin/login/"
 # The load API takes a few short fields; anything bigger is refused before parsing.
@@ -148,6 +150,8 @@ MACTUNER_HF_CACHE = Path(
 MACTUNER_STALL_SECONDS = float(os.environ.get("MACTUNER_STALL_SECONDS", "120"))
 MACTUNER_TRUST_REMOTE_CODE = env_bool("MACTUNER_TRUST_REMOTE_CODE")
 MACTUNER_WARM_IMPORTS = env_bool("MACTUNER_WARM_IMPORTS", default=True)
+# Optional cap on the weights read rate (MB/s), leaving disk bandwidth to other apps.
+MACTUNER_READ_LIMIT_MBPS = float(os.environ.get("MACTUNER_READ_LIMIT_MBPS", "0"))
 
 if PRODUCTION:
     SESSION_COOKIE_SECURE = True

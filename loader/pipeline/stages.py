@@ -39,6 +39,7 @@ class LoadRequest:
     dtype: str = "auto"
     allow_remote_code: bool = False
     lang: str = "ko"
+    read_limit_bps: float = 0.0
 
 
 @dataclass
@@ -188,6 +189,7 @@ def load_checkpoint(
     rep.report(1.0, force=True)
     _check(cancel)
 
+    rep.detail.shards, rep.detail.bytes_total = len(info.shard_files), info.total_bytes
     rep.enter(Stage.WEIGHTS)
     dtype_arg: Any = "auto" if request.dtype == "auto" else devices.torch_dtype(request.dtype)
     stored = {t.dtype for t in info.tensors.values()}
@@ -195,14 +197,13 @@ def load_checkpoint(
         {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}[request.dtype]
     }
     detail = rep.detail
-    detail.shards, detail.bytes_total = len(info.shard_files), info.total_bytes
 
     def emit_weights() -> None:
         detail.shard, detail.bytes_done = tracker.shard, tracker.bytes_done
         detail.bytes_per_s, detail.eta_s = tracker.rate_and_eta()
         rep.report(tracker.fraction)
 
-    tracker = WeightsTracker(info, converting, emit_weights, cancel)
+    tracker = WeightsTracker(info, converting, emit_weights, cancel, request.read_limit_bps)
 
     def hook(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if kwargs.get("desc") == "Loading weights" and args:

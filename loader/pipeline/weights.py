@@ -27,7 +27,11 @@ MADV_POPULATE_READ = 22  # Linux >= 5.14; elsewhere we touch one byte per page i
 class WeightsTracker:
     """Turns per-parameter and per-chunk steps into one monotonic byte-weighted fraction."""
 
-    def __init__(self, info: CheckpointInfo, converting: bool, emit: Callable[[], None], cancel: threading.Event) -> None:
+    def __init__(
+        self, info: CheckpointInfo, converting: bool, emit: Callable[[], None], cancel: threading.Event,
+        read_limit_bps: float = 0.0,
+    ) -> None:  # fmt: skip
+        self.read_limit_bps = read_limit_bps
         self.info = info
         self.emit = emit
         self.cancel = cancel
@@ -96,18 +100,29 @@ class WeightsTracker:
             todo.append((ptr, info.shard if info else 0, tensor))
         todo.sort(key=lambda entry: (entry[1] or self.shards, entry[0]))
         self.pass2_total = max(sum(t.numel() * t.element_size() for _, _, t in todo), 1)
+        chunk = CHUNK_BYTES if self.read_limit_bps <= 0 else max(1 << 20, min(CHUNK_BYTES, int(self.read_limit_bps / 10)))
         for ptr, shard, tensor in todo:
             if shard:
                 self.shard = shard
             nbytes = tensor.numel() * tensor.element_size()
-            for offset in range(0, nbytes, CHUNK_BYTES):
+            for offset in range(0, nbytes, chunk):
                 self.check_cancel()
-                length = min(CHUNK_BYTES, nbytes - offset)
+                length = min(chunk, nbytes - offset)
                 populate(ptr + offset, length, tensor, offset, torch)
                 self.pass2_done += length
+                self._pace()
                 self.emit()
         self.pass2_done = self.pass2_total
         self.shard = self.shards
+
+    def _pace(self) -> None:
+        """Honour the optional read-rate cap, waking often enough to see a cancel."""
+        if self.read_limit_bps <= 0:
+            return
+        due = self.started + self.pass2_done / self.read_limit_bps
+        while (wait := due - time.monotonic()) > 0:
+            self.check_cancel()
+            time.sleep(min(wait, 0.1))
 
 
 _PAGE = 4096

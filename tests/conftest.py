@@ -1,0 +1,123 @@
+"""Real, tiny checkpoints generated once per session; nothing is downloaded or mocked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loader.pipeline.synth import write_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+@pytest.fixture(scope="session")
+def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    write_checkpoint(root / "tiny", params=4_000_000, shards=3, seed=1)
+    write_checkpoint(root / "tied", params=3_000_000, shards=1, tied=True, seed=2)
+    write_checkpoint(root / "medium", params=60_000_000, shards=4, seed=3)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _models_dir(settings: pytest.FixtureRequest, models_root: Path) -> None:
+    settings.MACTUNER_MODELS_DIR = models_root  # type: ignore[attr-defined]
+    settings.MACTUNER_HF_CACHE = models_root / ".no-hf-cache"  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def broken(models_root: Path, tmp_path: Path) -> Iterator[Path]:
+    """A writable copy of ``tiny`` for a test to damage."""
+    path = tmp_path / "broken"
+    shutil.copytree(models_root / "tiny", path)
+    yield path
+    for p in [path, *path.rglob("*")]:
+        try:
+            p.chmod(0o755)
+        except OSError:
+            pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"port {port} did not open")
+
+
+def server_env(models_root: Path, db_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="mactuner_site.settings",
+        MACTUNER_MODELS_DIR=str(models_root),
+        MACTUNER_SQLITE_PATH=str(db_path),
+        HF_HUB_CACHE=str(models_root / ".no-hf-cache"),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def migrate(env: dict[str, str]) -> None:
+    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+
+
+class LiveServer:
+    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+        self.env, self.port = env, port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> LiveServer:
+        self.log = open(Path(self.env["MACTUNER_SQLITE_PATH"]).with_suffix(f".{self.port}.log"), "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "mactuner_site.asgi:application"],
+            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def live_server_factory(models_root: Path, tmp_path: Path) -> Iterator[object]:
+    servers: list[LiveServer] = []
+    db = tmp_path / "live.sqlite3"
+
+    def make(**extra: str) -> LiveServer:
+        env = server_env(models_root, db, **extra)
+        if not servers:
+            migrate(env)
+        server = LiveServer(env).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for s in servers:
+        s.stop()
