@@ -109,6 +109,8 @@ else:
                 "timeout": 20,
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
+            # A file, not shared-cache memory: the load thread writes while the request thread reads.
+            "TEST": {"NAME": os.environ.get("MACTUNER_TEST_SQLITE_PATH", str(BASE_DIR / "test-db.sqlite3"))},
         }
     }
 
