@@ -12,6 +12,15 @@ log = logging.getLogger("loader.startup")
 
 
 def on_server_start() -> None:
+    # In a thread: the ASGI module may be imported inside a running event loop.
+    reaper = threading.Thread(target=_reap, name="loader-reap", daemon=True)
+    reaper.start()
+    reaper.join(30)
+    if settings.MACTUNER_WARM_IMPORTS:
+        threading.Thread(target=_warm, name="loader-warm-imports", daemon=True).start()
+
+
+def _reap() -> None:
     from . import services
 
     try:
@@ -22,8 +31,6 @@ def on_server_start() -> None:
         log.info("reap skipped: %r", exc)
     finally:
         connection.close()
-    if settings.MACTUNER_WARM_IMPORTS:
-        threading.Thread(target=_warm, name="loader-warm-imports", daemon=True).start()
 
 
 def _warm() -> None:

@@ -86,18 +86,24 @@ class _Reporter:
         self.on_event(ProgressEvent(self.stage, self.percent, message, detail, dict(self.timings)))
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
 def warm_imports() -> None:
     """Import the heavy modules (~4 s cold) so the first click does not pay for them.
 
     transformers imports lazily: without this the first ``from_pretrained`` spends its first
-    seconds importing before the weights bar can move.
+    seconds importing before the weights bar can move. Its lazy module is not safe to import
+    from two threads at once (a half-built module loses names), hence the lock.
     """
-    import torch  # noqa: F401
-    import transformers
-    import transformers.core_model_loading  # noqa: F401
-    import transformers.modeling_utils  # noqa: F401
+    with _IMPORT_LOCK:
+        import torch  # noqa: F401
+        import transformers
+        import transformers.core_model_loading  # noqa: F401
+        import transformers.modeling_utils  # noqa: F401
 
-    _ = transformers.AutoTokenizer, transformers.AutoConfig, transformers.AutoModelForCausalLM
+        _ = transformers.AutoTokenizer, transformers.AutoConfig, transformers.AutoModelForCausalLM
+        _ = transformers.PreTrainedTokenizerFast, transformers.LlamaConfig, transformers.LlamaForCausalLM
 
 
 def _check(cancel: threading.Event) -> None:

@@ -67,6 +67,9 @@ def write_checkpoint(
     out: Path, params: int = 20_000_000, shards: int = 2, dtype: str = "bfloat16",
     tied: bool = False, layers: int | None = None, vocab_size: int = 1024, seed: int = 0,
 ) -> Path:  # fmt: skip
+    from .stages import warm_imports
+
+    warm_imports()
     import torch
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
