@@ -8,10 +8,13 @@ PY=${PYTHON:-python3}
 TORCH_VERSION=${MACTUNER_TORCH_VERSION:-2.13.0}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+CPU_INDEX=https://download.pytorch.org/whl/cpu
+reachable() { .venv/bin/python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=4)" "$1" >/dev/null 2>&1; }
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
-  if [ "$(uname -s)" = "Linux" ] && ! command -v nvidia-smi >/dev/null 2>&1; then
-    "${PIP[@]}" "torch==${TORCH_VERSION}" --extra-index-url https://download.pytorch.org/whl/cpu
+  if [ "$(uname -s)" = "Linux" ] && ! command -v nvidia-smi >/dev/null 2>&1 && reachable "$CPU_INDEX/torch/"; then
+    "${PIP[@]}" "torch==${TORCH_VERSION}" --extra-index-url "$CPU_INDEX"
   else
+    # macOS (MPS wheel), CUDA machines, or a machine whose pip config already provides the build.
     "${PIP[@]}" "torch==${TORCH_VERSION}"
   fi
 fi

@@ -107,6 +107,7 @@ class LiveServer:
 
 @pytest.fixture
 def live_server_factory(models_root: Path, tmp_path: Path) -> Iterator[object]:
+    """Start daphne processes sharing one fresh database; all are stopped after the test."""
     servers: list[LiveServer] = []
     db = tmp_path / "live.sqlite3"
 
