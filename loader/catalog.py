@@ -6,6 +6,7 @@ paths and symlinks that escape the models root cannot name anything outside it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,8 @@ class ModelEntry:
         shards = sorted(self.path.glob("*.safetensors"))
         size = 0
         for shard in shards:
-            try:
+            with contextlib.suppress(OSError):
                 size += shard.stat().st_size
-            except OSError:
-                pass
         architecture = model_type = None
         try:
             config = json.loads((self.path / "config.json").read_text(encoding="utf-8"))

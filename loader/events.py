@@ -9,6 +9,7 @@ does the ``group_send``. With Redis and no server loop (the CLI) a private loop 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -57,10 +58,8 @@ class Publisher:
         if loop is None:
             return
         message = {"type": EVENT_TYPE, "state": state}
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
             loop.call_soon_threadsafe(self._offer, message, force)
-        except RuntimeError:  # loop closed between the check and the call
-            pass
 
     def _offer(self, message: dict[str, Any], force: bool) -> None:
         if self._queue and not self._queue[-1][1]:

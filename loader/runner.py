@@ -65,7 +65,12 @@ def _thread_main(job_id: int) -> None:
         try:
             job = LoadJob.objects.get(pk=job_id)
             if job.is_active:
-                services.job_fail(job=job, code="internal", message="예기치 않은 내부 오류가 발생했습니다.", detail=traceback.format_exc())
+                services.job_fail(
+                    job=job,
+                    code="internal",
+                    message="예기치 않은 내부 오류가 발생했습니다.",
+                    detail=traceback.format_exc(),
+                )
                 publisher.publish(state_for(job), force=True)
         except Exception:
             log.exception("could not record the crash of job %s", job_id)

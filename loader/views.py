@@ -49,7 +49,12 @@ def page(request: HttpRequest) -> Any:
     return render(
         request,
         "loader/page.html",
-        {"initial_state": state, "devices": DEVICES, "dtypes": DTYPES, "stall_seconds": settings.MACTUNER_STALL_SECONDS},
+        {
+            "initial_state": state,
+            "devices": DEVICES,
+            "dtypes": DTYPES,
+            "stall_seconds": settings.MACTUNER_STALL_SECONDS,
+        },
     )
 
 
@@ -85,12 +90,22 @@ def load(request: HttpRequest) -> JsonResponse:
     user = request.user.get_username() if request.user.is_authenticated else ""
     try:
         job = services.job_start(
-            model_name=entry.name, model_path=str(entry.path), device=device, dtype=dtype, source="web", requested_by=user
+            model_name=entry.name,
+            model_path=str(entry.path),
+            device=device,
+            dtype=dtype,
+            source="web",
+            requested_by=user,
         )
     except services.JobBusy as busy:
         return _error(409, str(busy), job=job_snapshot(busy.active))
     if runner.SLOT.busy:  # a thread of ours still finishing; the DB slot is free but memory is not yet
-        services.job_fail(job=job, code=LoaderBusy.code, message="이전 로드를 정리하는 중입니다. 잠시 후 다시 시도하세요.", detail="slot locked")
+        services.job_fail(
+            job=job,
+            code=LoaderBusy.code,
+            message="이전 로드를 정리하는 중입니다. 잠시 후 다시 시도하세요.",
+            detail="slot locked",
+        )
         return _error(409, "이전 로드를 정리하는 중입니다. 잠시 후 다시 시도하세요.", job=job_snapshot(job))
     transaction.on_commit(lambda: runner.start_job_thread(job.pk))
     return JsonResponse({"job": job_snapshot(job)}, status=202)

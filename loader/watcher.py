@@ -15,7 +15,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
-from .events import GROUP, EVENT_TYPE
+from .events import EVENT_TYPE, GROUP
 
 POLL_S = 0.5
 REAP_EVERY = 10
@@ -25,8 +25,8 @@ _task: asyncio.Task[None] | None = None
 
 def _observe(reap: bool) -> tuple[Any, dict[str, Any]]:
     from . import services
-    from .selectors import job_active, job_latest, job_snapshot
     from .runner import SLOT
+    from .selectors import job_active, job_latest, job_snapshot
 
     if reap:
         services.job_reap()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -41,10 +42,8 @@ def broken(models_root: Path, tmp_path: Path) -> Iterator[Path]:
     shutil.copytree(models_root / "tiny", path)
     yield path
     for p in [path, *path.rglob("*")]:
-        try:
+        with contextlib.suppress(OSError):
             p.chmod(0o755)
-        except OSError:
-            pass
 
 
 def free_port() -> int:

@@ -69,7 +69,10 @@ def test_load_shows_progress_then_100_percent_and_metadata(page: Any) -> None:
     box = page.locator("#progress-box")
     box.wait_for(state="visible", timeout=1000)
     assert "로드 중..." in box.inner_text()
-    page.wait_for_function("window.MACtuner.state.job && window.MACtuner.state.job.stage === 'weights' && window.MACtuner.state.job.percent > 45", timeout=30_000)
+    page.wait_for_function(
+        "window.MACtuner.state.job && window.MACtuner.state.job.stage === 'weights' && window.MACtuner.state.job.percent > 45",
+        timeout=30_000,
+    )
     assert "샤드" in page.inner_text("#progress-detail") and "MB/s" in page.inner_text("#progress-detail")
     assert page.is_disabled("#load-btn") and page.is_disabled("#model-select") and page.is_enabled("#cancel-btn")
     box.screenshot(path=str(ARTIFACTS / "loading-box.png"))
@@ -98,7 +101,9 @@ def test_cancel_button_stops_the_load(page: Any) -> None:
     start_load(page, "medium")
     page.wait_for_function("window.MACtuner.state.job && window.MACtuner.state.job.stage === 'weights'", timeout=30_000)
     page.click("#cancel-btn")
-    page.wait_for_function("window.MACtuner.state.job && window.MACtuner.state.job.state === 'cancelled'", timeout=5_000)
+    page.wait_for_function(
+        "window.MACtuner.state.job && window.MACtuner.state.job.state === 'cancelled'", timeout=5_000
+    )
     assert "취소" in page.inner_text("#progress-title")
 
 

@@ -43,10 +43,19 @@ DAMAGES: dict[str, tuple[Damage, str]] = {
     "folder missing": (lambda p: shutil.rmtree(p), "folder_missing"),
     "no config.json": (lambda p: (p / "config.json").unlink(), "not_a_model_folder"),
     "config.json is not JSON": (lambda p: (p / "config.json").write_text("{not json"), "config_unreadable"),
-    "unknown model_type": (lambda p: _config(p, model_type="no-such-model", architectures=["NoSuchForCausalLM"]), "unknown_architecture"),
-    "auto_map needs remote code": (lambda p: _config(p, auto_map={"AutoModelForCausalLM": "modeling_x.X"}), "remote_code_refused"),
+    "unknown model_type": (
+        lambda p: _config(p, model_type="no-such-model", architectures=["NoSuchForCausalLM"]),
+        "unknown_architecture",
+    ),
+    "auto_map needs remote code": (
+        lambda p: _config(p, auto_map={"AutoModelForCausalLM": "modeling_x.X"}),
+        "remote_code_refused",
+    ),
     "tokenizer is garbage": (lambda p: (p / "tokenizer.json").write_text("garbage{"), "tokenizer_error"),
-    "tokenizer missing": (lambda p: [(p / n).unlink() for n in ("tokenizer.json", "tokenizer_config.json")], "tokenizer_error"),
+    "tokenizer missing": (
+        lambda p: [(p / n).unlink() for n in ("tokenizer.json", "tokenizer_config.json")],
+        "tokenizer_error",
+    ),
     "index names a missing shard": (lambda p: _first_shard(p).unlink(), "shard_missing"),
     "truncated shard": (_truncate, "shard_corrupt"),
     "shard header is garbage": (_garbage_header, "shard_corrupt"),
@@ -62,7 +71,9 @@ def slot(models_root: Path) -> ModelSlot:
 
 
 @pytest.mark.parametrize("case", list(DAMAGES))
-def test_broken_checkpoint_gives_typed_error_and_keeps_current_model(case: str, broken: Path, slot: ModelSlot, models_root: Path) -> None:
+def test_broken_checkpoint_gives_typed_error_and_keeps_current_model(
+    case: str, broken: Path, slot: ModelSlot, models_root: Path
+) -> None:
     damage, code = DAMAGES[case]
     damage(broken)
     with pytest.raises(LoadError) as info:
@@ -100,7 +111,9 @@ def test_model_that_cannot_fit_is_refused_and_current_model_stays(models_root: P
     assert slot.loaded is before
 
 
-@pytest.mark.parametrize(("device", "dtype", "code"), [("tpu", "auto", "invalid_option"), ("cpu", "int3", "invalid_option")])
+@pytest.mark.parametrize(
+    ("device", "dtype", "code"), [("tpu", "auto", "invalid_option"), ("cpu", "int3", "invalid_option")]
+)
 def test_bad_options_are_refused(device: str, dtype: str, code: str, models_root: Path, slot: ModelSlot) -> None:
     with pytest.raises(LoadError) as info:
         slot.load(LoadRequest(models_root / "tiny", device=device, dtype=dtype), lambda e: None, threading.Event())

@@ -25,7 +25,15 @@ def test_stage_boundaries_are_the_products_percentages(models_root: Path) -> Non
     stages = [e.stage for e in events]
     assert stages[0] is Stage.PREPARING and stages[-1] is Stage.DONE
     order = list(dict.fromkeys(stages))
-    assert order == [Stage.PREPARING, Stage.TOKENIZER, Stage.CONFIG, Stage.WEIGHTS, Stage.DEVICE, Stage.METADATA, Stage.DONE]
+    assert order == [
+        Stage.PREPARING,
+        Stage.TOKENIZER,
+        Stage.CONFIG,
+        Stage.WEIGHTS,
+        Stage.DEVICE,
+        Stage.METADATA,
+        Stage.DONE,
+    ]
     last_of = {e.stage: e.percent for e in events}
     assert (last_of[Stage.TOKENIZER], last_of[Stage.CONFIG], last_of[Stage.WEIGHTS]) == (25, 40, 85)
     assert (last_of[Stage.DEVICE], last_of[Stage.METADATA], last_of[Stage.DONE]) == (90, 95, 100)

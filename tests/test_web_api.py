@@ -115,7 +115,9 @@ def test_bad_load_requests_are_400_and_start_nothing(client: Client, body: objec
 
 
 def test_oversized_body_is_413(client: Client) -> None:
-    status = client.post("/api/load", data=json.dumps({"model": "x" * 100_000}), content_type="application/json").status_code
+    status = client.post(
+        "/api/load", data=json.dumps({"model": "x" * 100_000}), content_type="application/json"
+    ).status_code
     assert status == 413
 
 

@@ -23,7 +23,9 @@ def application() -> Any:
 
 
 async def connect() -> WebsocketCommunicator:
-    comm = WebsocketCommunicator(application(), "/ws/loader/", headers=[(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000")])
+    comm = WebsocketCommunicator(
+        application(), "/ws/loader/", headers=[(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000")]
+    )
     connected, _ = await comm.connect()
     assert connected
     return comm
@@ -108,7 +110,9 @@ def test_late_joiner_gets_the_running_job_first(settings: Any) -> None:
 
 def test_foreign_origin_is_refused() -> None:
     async def body() -> None:
-        comm = WebsocketCommunicator(application(), "/ws/loader/", headers=[(b"origin", b"http://evil.example"), (b"host", b"127.0.0.1:8000")])
+        comm = WebsocketCommunicator(
+            application(), "/ws/loader/", headers=[(b"origin", b"http://evil.example"), (b"host", b"127.0.0.1:8000")]
+        )
         connected, _ = await comm.connect()
         assert not connected
 

@@ -64,8 +64,7 @@ class CheckpointInfo:
         if target_element_size is None:
             return self.total_bytes
         return sum(
-            t.numel * target_element_size if t.dtype in FLOAT_DTYPES else t.nbytes
-            for t in self.tensors.values()
+            t.numel * target_element_size if t.dtype in FLOAT_DTYPES else t.nbytes for t in self.tensors.values()
         )
 
 
@@ -81,9 +80,7 @@ def read_config(path: Path) -> dict[str, Any]:
         raise FolderUnreadable(f"모델 폴더를 읽을 수 없습니다(권한): {path.name}", f"{path}: no read permission")
     config_path = path / "config.json"
     if not config_path.is_file():
-        raise NotAModelFolder(
-            f"모델 폴더가 아닙니다(config.json 없음): {path.name}", f"{config_path} missing"
-        )
+        raise NotAModelFolder(f"모델 폴더가 아닙니다(config.json 없음): {path.name}", f"{config_path} missing")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except PermissionError as exc:
@@ -105,7 +102,9 @@ def read_safetensors_header(file: Path) -> dict[str, Any]:
                 raise ShardCorrupt(f"가중치 파일이 손상되었습니다: {file.name}", f"{file}: shorter than 8 bytes")
             (header_len,) = struct.unpack("<Q", raw_len)
             if header_len <= 0 or header_len > MAX_HEADER_BYTES or 8 + header_len > size:
-                raise ShardCorrupt(f"가중치 파일이 손상되었습니다: {file.name}", f"{file}: bad header length {header_len}")
+                raise ShardCorrupt(
+                    f"가중치 파일이 손상되었습니다: {file.name}", f"{file}: bad header length {header_len}"
+                )
             header = json.loads(fh.read(header_len).decode("utf-8"))
     except PermissionError as exc:
         raise FolderUnreadable(f"가중치 파일을 읽을 수 없습니다(권한): {file.name}", repr(exc)) from exc
@@ -142,9 +141,7 @@ def shard_files(path: Path) -> list[Path]:
         files = [path / n for n in names]
         for f in files:
             if not f.is_file():
-                raise ShardMissing(
-                    f"샤드 파일이 없습니다: {f.name} ({len(files)}개 중)", f"{index} names missing {f}"
-                )
+                raise ShardMissing(f"샤드 파일이 없습니다: {f.name} ({len(files)}개 중)", f"{index} names missing {f}")
         return files
     single = path / "model.safetensors"
     if single.is_file():

@@ -35,9 +35,14 @@ def resolve_device(requested: str) -> str:
             return "cuda"
         return "cpu"
     if requested == "mps" and not _mps_available(torch):
-        raise DeviceUnavailable("MPS(Apple GPU)를 사용할 수 없습니다. 'auto' 또는 'cpu'를 선택하세요.", "torch.backends.mps.is_available() is False")
+        raise DeviceUnavailable(
+            "MPS(Apple GPU)를 사용할 수 없습니다. 'auto' 또는 'cpu'를 선택하세요.",
+            "torch.backends.mps.is_available() is False",
+        )
     if requested == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailable("CUDA GPU를 사용할 수 없습니다. 'auto' 또는 'cpu'를 선택하세요.", "torch.cuda.is_available() is False")
+        raise DeviceUnavailable(
+            "CUDA GPU를 사용할 수 없습니다. 'auto' 또는 'cpu'를 선택하세요.", "torch.cuda.is_available() is False"
+        )
     return requested
 
 

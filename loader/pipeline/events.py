@@ -7,11 +7,12 @@ one place and every surface (web, websocket, terminal) derives its numbers from 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
-class Stage(str, enum.Enum):
+class Stage(enum.StrEnum):
     PREPARING = "preparing"
     TOKENIZER = "tokenizer"
     CONFIG = "config"

@@ -39,7 +39,9 @@ class ModelSlot:
             return None
         return {"name": m.name, "path": str(m.path), "device": m.device, "dtype": m.dtype, "metadata": m.metadata}
 
-    def load(self, request: LoadRequest, on_event: EventCallback, cancel: threading.Event, max_bytes: int | None = None) -> LoadedModel:
+    def load(
+        self, request: LoadRequest, on_event: EventCallback, cancel: threading.Event, max_bytes: int | None = None
+    ) -> LoadedModel:
         if not self._lock.acquire(blocking=False):
             raise LoaderBusy("다른 모델을 로드하는 중입니다. 완료되거나 취소된 뒤 다시 시도하세요.", "slot locked")
         try:

@@ -6,6 +6,7 @@ touches Django; it reports through a callback of ``ProgressEvent`` and raises ty
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -123,10 +124,8 @@ def _refuse_remote_code(path: Path, config: dict[str, Any], allowed: bool) -> No
     if allowed:
         return
     tok_config: dict[str, Any] = {}
-    try:
+    with contextlib.suppress(OSError, ValueError):
         tok_config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        pass
     if config.get("auto_map") or (isinstance(tok_config, dict) and tok_config.get("auto_map")):
         raise RemoteCodeRefused(
             "이 모델은 모델 폴더의 파이썬 코드를 실행해야 합니다(trust_remote_code). "
@@ -147,7 +146,9 @@ def _model_class(transformers: Any, config: Any) -> Any:
         if cls is not None:
             return cls
     if archs:
-        raise UnknownArchitecture(f"이 버전의 transformers가 모르는 아키텍처입니다: {archs[0]}", f"architectures={archs}")
+        raise UnknownArchitecture(
+            f"이 버전의 transformers가 모르는 아키텍처입니다: {archs[0]}", f"architectures={archs}"
+        )
     return transformers.AutoModelForCausalLM
 
 
@@ -172,7 +173,9 @@ def load_checkpoint(
 
     rep.enter(Stage.TOKENIZER)
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(request.path), trust_remote_code=request.allow_remote_code)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            str(request.path), trust_remote_code=request.allow_remote_code
+        )
     except LoadError:
         raise
     except Exception as exc:  # transformers raises many kinds for a bad tokenizer

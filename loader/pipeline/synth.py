@@ -76,7 +76,9 @@ def write_checkpoint(
 
     out.mkdir(parents=True, exist_ok=True)
     tok = train_tokenizer(vocab_size)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(out)
     vocab = tok.get_vocab_size()

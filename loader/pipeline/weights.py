@@ -100,7 +100,9 @@ class WeightsTracker:
             todo.append((ptr, info.shard if info else 0, tensor))
         todo.sort(key=lambda entry: (entry[1] or self.shards, entry[0]))
         self.pass2_total = max(sum(t.numel() * t.element_size() for _, _, t in todo), 1)
-        chunk = CHUNK_BYTES if self.read_limit_bps <= 0 else max(1 << 20, min(CHUNK_BYTES, int(self.read_limit_bps / 10)))
+        chunk = (
+            CHUNK_BYTES if self.read_limit_bps <= 0 else max(1 << 20, min(CHUNK_BYTES, int(self.read_limit_bps / 10)))
+        )
         for ptr, shard, tensor in todo:
             if shard:
                 self.shard = shard

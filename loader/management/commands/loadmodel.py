@@ -29,7 +29,9 @@ class Bars:
         from tqdm import tqdm
 
         self.tqdm, self.stream = tqdm, stream
-        self.overall = tqdm(total=100, desc="준비 중...", file=stream, bar_format="{desc:<24} {percentage:3.0f}%|{bar}| [{elapsed}]")
+        self.overall = tqdm(
+            total=100, desc="준비 중...", file=stream, bar_format="{desc:<24} {percentage:3.0f}%|{bar}| [{elapsed}]"
+        )
         self.weights: Any = None
 
     def __call__(self, event: ProgressEvent) -> None:
@@ -38,7 +40,14 @@ class Bars:
         d = event.detail
         if event.stage is Stage.WEIGHTS and d.bytes_total:
             if self.weights is None:
-                self.weights = self.tqdm(total=d.bytes_total, unit="B", unit_scale=True, unit_divisor=1000, file=self.stream, desc="Loading checkpoint shards")
+                self.weights = self.tqdm(
+                    total=d.bytes_total,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1000,
+                    file=self.stream,
+                    desc="Loading checkpoint shards",
+                )
             self.weights.set_postfix_str(f"shard {d.shard}/{d.shards}", refresh=False)
             self.weights.update(max(d.bytes_done - self.weights.n, 0))
 
@@ -62,7 +71,9 @@ class Command(BaseCommand):
         if opts["list"]:
             for entry in list_models():
                 info = entry.describe()
-                self.stdout.write(f"{info['name']}\t{info['size_bytes'] / 1e6:.1f} MB\t{info['shards']} shard(s)\t{info['architecture']}")
+                self.stdout.write(
+                    f"{info['name']}\t{info['size_bytes'] / 1e6:.1f} MB\t{info['shards']} shard(s)\t{info['architecture']}"
+                )
             return
         if not opts["model"]:
             raise CommandError("모델 이름이나 폴더 경로를 지정하세요 (목록: loadmodel --list).", returncode=2)
@@ -72,7 +83,9 @@ class Command(BaseCommand):
         if entry is None and not path.exists():
             raise CommandError(f"모델을 찾을 수 없습니다: {opts['model']} (목록: loadmodel --list)", returncode=2)
         try:
-            job = services.job_start(model_name=name, model_path=str(path), device=opts["device"], dtype=opts["dtype"], source="cli")
+            job = services.job_start(
+                model_name=name, model_path=str(path), device=opts["device"], dtype=opts["dtype"], source="cli"
+            )
         except services.JobBusy as busy:
             raise CommandError(str(busy), returncode=2) from None
         cancel = threading.Event()
@@ -94,7 +107,11 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(state["job"], ensure_ascii=False, indent=2))
         connection.close()
         if job.state == "succeeded":
-            self.stderr.write(self.style.SUCCESS(f"✅ 모델 로드 완료! {name} ({job.device}, {job.dtype}, {job.timings.get('total', 0):.2f}s)"))
+            self.stderr.write(
+                self.style.SUCCESS(
+                    f"✅ 모델 로드 완료! {name} ({job.device}, {job.dtype}, {job.timings.get('total', 0):.2f}s)"
+                )
+            )
             return
         if job.state == "cancelled":
             self.stderr.write("로드가 취소되었습니다.")
