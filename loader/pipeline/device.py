@@ -68,9 +68,10 @@ def available_bytes(device: str) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def release_memory() -> None:
-    """Return freed tensors to the OS/driver: gc first, then the accelerator caches."""
-    gc.collect()
+def release_memory(collect: bool = True) -> None:
+    """Return freed tensors to the OS/driver: gc first (if asked), then the accelerator caches."""
+    if collect:
+        gc.collect()
     import torch
 
     if torch.cuda.is_available():

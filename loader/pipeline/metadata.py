@@ -19,14 +19,14 @@ def _first(config: Any, *names: str) -> Any:
 
 
 def extract_metadata(model: Any, tokenizer: Any, config: Any, info: CheckpointInfo, device: str) -> dict[str, Any]:
-    seen: set[int] = set()
-    params = 0
+    # One pass (model.parameters() already skips tied duplicates); cheaper than get_memory_footprint.
+    params = memory = 0
+    first = None
     for p in model.parameters():
-        if p.data_ptr() in seen:
-            continue
-        seen.add(p.data_ptr())
+        first = first if first is not None else p
         params += p.numel()
-    first = next(model.parameters())
+        memory += p.numel() * p.element_size()
+    memory += sum(b.numel() * b.element_size() for b in model.buffers())
     archs = getattr(config, "architectures", None) or [type(model).__name__]
     return {
         "architecture": archs[0],
@@ -35,7 +35,7 @@ def extract_metadata(model: Any, tokenizer: Any, config: Any, info: CheckpointIn
         "parameters": params,
         "dtype": str(first.dtype).removeprefix("torch."),
         "device": device,
-        "memory_bytes": int(model.get_memory_footprint()),
+        "memory_bytes": memory,
         "checkpoint_bytes": info.file_bytes,
         "shards": len(info.shard_files),
         "vocab_size": _first(config, "vocab_size"),

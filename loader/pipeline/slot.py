@@ -8,6 +8,7 @@ model they already have.
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any
 
 from . import device as devices
@@ -78,10 +79,14 @@ class ModelSlot:
             self._lock.release()
 
     def _unload_locked(self) -> bool:
-        had = self._loaded is not None
+        if self._loaded is None:
+            return False
+        model = weakref.ref(self._loaded.model)
         self._loaded = None
-        devices.release_memory()
-        return had
+        # Refcounting frees a model without cycles at once; a full gc over torch+transformers'
+        # millions of objects costs ~0.2 s, so pay it only when something still holds the model.
+        devices.release_memory(collect=model() is not None)
+        return True
 
 
 __all__ = ["ModelSlot", "LoadError"]

@@ -1,0 +1,63 @@
+"""Shared bench helpers: generated checkpoints, cache eviction, best-of timing."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+sys.path.insert(0, str(ROOT))
+
+
+def checkpoint(name: str, params: str, shards: int) -> Path:
+    from loader.pipeline.synth import parse_count, write_checkpoint
+
+    path = OUT / name
+    if not (path / "config.json").exists():
+        print(f"generating {path} ({params} params, {shards} shards)...", flush=True)
+        write_checkpoint(path, parse_count(params), shards, "bfloat16", seed=7)
+    return path
+
+
+def shard_files(path: Path) -> list[Path]:
+    return sorted(path.glob("*.safetensors"))
+
+
+def evict(path: Path) -> None:
+    """Drop only the shard files from the page cache (cold-cache runs)."""
+    for f in shard_files(path):
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def warm(path: Path) -> None:
+    subprocess.run(["cat", *map(str, shard_files(path))], stdout=subprocess.DEVNULL, check=True)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    gc.collect()
+    t0 = time.perf_counter()
+    result = fn()
+    elapsed = time.perf_counter() - t0
+    del result
+    gc.collect()
+    return elapsed
+
+
+def touch_all(model: object) -> None:
+    """Read one byte per page of every parameter: the cheapest way to make mmap'd weights resident."""
+    import torch
+
+    for p in model.parameters():  # type: ignore[attr-defined]
+        if p.numel() and p.is_contiguous():
+            p.detach().reshape(-1).view(torch.uint8)[::4096].sum()
