@@ -121,3 +121,59 @@ def live_server_factory(models_root: Path, tmp_path: Path) -> Iterator[object]:
     yield make
     for s in servers:
         s.stop()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+REDIS_URL = os.environ.get("MACTUNER_TEST_REDIS_URL", "redis://127.0.0.1:6379/7")
+POSTGRES_URL = os.environ.get("MACTUNER_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mactuner")
+
+
+def require_service(name: str, port: int) -> None:
+    """Skip off CI when a service is absent; under CI=true a missing service is a failure."""
+    if _port_open(port):
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{name} is not reachable on 127.0.0.1:{port} (CI must start it: scripts/services.sh)")
+    pytest.skip(f"{name} is not running on 127.0.0.1:{port}")
+
+
+class SocketWatcher:
+    """A websocket client of a live server that records every snapshot it receives."""
+
+    def __init__(self, server: LiveServer) -> None:
+        from contextlib import ExitStack
+
+        from websockets.sync.client import connect
+
+        self._stack = ExitStack()
+        self.ws = self._stack.enter_context(
+            connect(f"ws://127.0.0.1:{server.port}/ws/loader/", origin=f"http://127.0.0.1:{server.port}")  # type: ignore[arg-type]
+        )
+        self.messages: list[dict[str, object]] = []
+
+    def next(self, timeout: float = 30) -> dict[str, object]:
+        import json
+
+        msg = json.loads(self.ws.recv(timeout=timeout))
+        msg["_received"] = time.monotonic()
+        self.messages.append(msg)
+        return msg
+
+    def until(self, predicate: object, timeout: float = 60) -> dict[str, object]:
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.next(timeout=max(deadline - time.monotonic(), 0.01))
+            if predicate(msg):  # type: ignore[operator]
+                return msg
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def job_of(msg: dict[str, object]) -> dict[str, object]:
+    return msg.get("job") or {}  # type: ignore[return-value]

@@ -19,7 +19,9 @@ from loader import services
 from loader.catalog import find_model, list_models
 from loader.pipeline.device import DEVICES, DTYPES
 from loader.pipeline.events import ProgressEvent, Stage
+from loader.pipeline.stages import warm_imports
 from loader.runner import execute_job, request_cancel, state_for
+from loader.selectors import job_active
 
 
 class Bars:
@@ -82,6 +84,10 @@ class Command(BaseCommand):
         name = entry.name if entry else path.name
         if entry is None and not path.exists():
             raise CommandError(f"모델을 찾을 수 없습니다: {opts['model']} (목록: loadmodel --list)", returncode=2)
+        services.job_reap()
+        if (active := job_active()) is not None:  # refuse at once, before the slow imports
+            raise CommandError(str(services.JobBusy(active)), returncode=2)
+        warm_imports()  # before the job exists: viewers should not watch a 4 s import as "preparing"
         try:
             job = services.job_start(
                 model_name=name, model_path=str(path), device=opts["device"], dtype=opts["dtype"], source="cli"
