@@ -28,6 +28,7 @@ SLOT = ModelSlot()
 WRITE_INTERVAL_S = 0.2
 CANCEL_POLL_S = 0.5
 _cancels: dict[int, threading.Event] = {}
+UNEXPECTED = "예기치 않은 내부 오류가 발생했습니다. 자세한 내용은 작업 기록(관리자 화면)에 있습니다."
 log = logging.getLogger("loader.runner")
 
 Listener = Callable[[ProgressEvent], None]
@@ -114,6 +115,9 @@ def execute_job(job: LoadJob, cancel: threading.Event, listener: Listener | None
         services.job_mark_cancelled(job=job)
     except LoadError as exc:
         services.job_fail(job=job, code=exc.code, message=exc.user_message, detail=exc.detail)
+    except Exception:  # a bug or an exotic checkpoint: record it, keep serving
+        log.exception("load of job %s failed unexpectedly", job.pk)
+        services.job_fail(job=job, code="internal", message=UNEXPECTED, detail=traceback.format_exc())
     else:
         services.job_succeed(job=job, device=loaded.device, dtype=loaded.dtype, metadata=loaded.metadata, event=final)
     publisher.publish(state_for(job), force=True)

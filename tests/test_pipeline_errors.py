@@ -47,6 +47,7 @@ DAMAGES: dict[str, tuple[Damage, str]] = {
         lambda p: _config(p, model_type="no-such-model", architectures=["NoSuchForCausalLM"]),
         "unknown_architecture",
     ),
+    "config value of the wrong type": (lambda p: _config(p, num_hidden_layers="two"), "config_unreadable"),
     "auto_map needs remote code": (
         lambda p: _config(p, auto_map={"AutoModelForCausalLM": "modeling_x.X"}),
         "remote_code_refused",

@@ -6,7 +6,6 @@ touches Django; it reports through a callback of ``ProgressEvent`` and raises ty
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -120,18 +119,38 @@ def preflight(request: LoadRequest) -> CheckpointInfo:
     return info
 
 
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _refuse_remote_code(path: Path, config: dict[str, Any], allowed: bool) -> None:
     if allowed:
         return
-    tok_config: dict[str, Any] = {}
-    with contextlib.suppress(OSError, ValueError):
-        tok_config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
-    if config.get("auto_map") or (isinstance(tok_config, dict) and tok_config.get("auto_map")):
+    tok_config = _read_json(path / "tokenizer_config.json") or {}
+    if config.get("auto_map") or tok_config.get("auto_map"):
         raise RemoteCodeRefused(
             "이 모델은 모델 폴더의 파이썬 코드를 실행해야 합니다(trust_remote_code). "
             "보안을 위해 기본적으로 거부됩니다. 관리자가 설정에서 허용할 수 있습니다.",
             f"{path}: auto_map present and trust_remote_code is off",
         )
+
+
+def _load_config(transformers: Any, request: LoadRequest) -> Any:
+    try:
+        return transformers.AutoConfig.from_pretrained(str(request.path), trust_remote_code=request.allow_remote_code)
+    except ValueError as exc:
+        model_type = str((_read_json(request.path / "config.json") or {}).get("model_type", "?"))
+        if model_type not in transformers.CONFIG_MAPPING:
+            raise UnknownArchitecture(
+                f"이 버전의 transformers가 지원하지 않는 모델 유형입니다: {model_type}", repr(exc)
+            ) from exc
+        raise ConfigUnreadable(f"config.json의 값이 잘못되었습니다: {request.path.name}", repr(exc)) from exc
+    except Exception as exc:
+        raise ConfigUnreadable(f"config.json의 값이 잘못되었습니다: {request.path.name}", repr(exc)) from exc
 
 
 def _model_class(transformers: Any, config: Any) -> Any:
@@ -179,6 +198,7 @@ def load_checkpoint(
     except LoadError:
         raise
     except Exception as exc:  # transformers raises many kinds for a bad tokenizer
+        _load_config(transformers, request)  # AutoTokenizer reads config.json too: blame it if it is the cause
         raise TokenizerError(f"토크나이저를 불러올 수 없습니다: {request.path.name}", repr(exc)) from exc
     if isinstance(tokenizer, bool) or not hasattr(tokenizer, "encode"):
         raise TokenizerError(f"토크나이저를 불러올 수 없습니다: {request.path.name}", f"got {type(tokenizer)!r}")
@@ -186,14 +206,7 @@ def load_checkpoint(
     _check(cancel)
 
     rep.enter(Stage.CONFIG)
-    try:
-        config = transformers.AutoConfig.from_pretrained(str(request.path), trust_remote_code=request.allow_remote_code)
-    except ValueError as exc:
-        raise UnknownArchitecture(
-            f"지원하지 않는 모델 유형입니다: {info.config.get('model_type', '?')}", repr(exc)
-        ) from exc
-    except Exception as exc:
-        raise ConfigUnreadable(f"config.json을 해석할 수 없습니다: {request.path.name}", repr(exc)) from exc
+    config = _load_config(transformers, request)
     model_cls = _model_class(transformers, config)
     rep.report(1.0, force=True)
     _check(cancel)
