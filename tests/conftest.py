@@ -177,3 +177,61 @@ class SocketWatcher:
 
 def job_of(msg: dict[str, object]) -> dict[str, object]:
     return msg.get("job") or {}  # type: ignore[return-value]
+
+
+class Api:
+    """A tiny HTTP client for a live server, with the CSRF cookie a browser would have."""
+
+    def __init__(self, server: LiveServer) -> None:
+        import http.client
+
+        self.server = server
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("GET", "/")
+        res = conn.getresponse()
+        res.read()
+        self.token = res.getheader("Set-Cookie", "").split("csrftoken=")[1].split(";")[0]
+
+    def call(self, method: str, path: str, body: object = None) -> tuple[int, dict[str, object]]:
+        import http.client
+        import json
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
+        headers = {"Content-Type": "application/json", "X-CSRFToken": self.token, "Cookie": f"csrftoken={self.token}"}
+        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+        res = conn.getresponse()
+        raw = res.read()
+        try:
+            return res.status, json.loads(raw)
+        except ValueError:
+            return res.status, {"raw": raw[:500].decode(errors="replace")}
+
+    def status(self) -> dict[str, object]:
+        return self.call("GET", "/api/status")[1]
+
+    def wait_idle(self, timeout: float = 60) -> dict[str, object]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.status()
+            job = state.get("job")
+            if not job or not job["active"]:  # type: ignore[index]
+                return state
+            time.sleep(0.1)
+        raise TimeoutError("job still active")
+
+    def wait_stage(self, stage: str, timeout: float = 60) -> dict[str, object]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.status().get("job") or {}
+            if job.get("stage") == stage and job.get("active"):  # type: ignore[union-attr]
+                return job  # type: ignore[return-value]
+            time.sleep(0.05)
+        raise TimeoutError(f"never reached {stage}")
+
+
+def db_rows(server: LiveServer) -> list[dict[str, object]]:
+    import sqlite3
+
+    with sqlite3.connect(server.env["MACTUNER_SQLITE_PATH"]) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("select * from loader_loadjob order by id")]
