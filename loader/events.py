@@ -61,6 +61,19 @@ class Publisher:
         with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
             loop.call_soon_threadsafe(self._offer, message, force)
 
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until queued snapshots are sent (a CLI about to exit must not lose its final one)."""
+        loop = self._target()
+        if loop is None:
+            return
+
+        async def drained() -> None:
+            while self._queue or self._flushing:
+                await asyncio.sleep(0.01)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(drained(), loop).result(timeout)
+
     def _offer(self, message: dict[str, Any], force: bool) -> None:
         if self._queue and not self._queue[-1][1]:
             self._queue[-1] = (message, force)  # a newer snapshot supersedes an unsent progress one

@@ -33,7 +33,7 @@ def _observe(reap: bool) -> tuple[Any, dict[str, Any]]:
     job = job_active() or job_latest()
     snap = job_snapshot(job)
     foreign = bool(job and job.owner_pid != os.getpid())
-    key = (snap["id"], snap["updated_at"], snap["stalled"], foreign) if snap else None
+    key = (snap["id"], snap["updated_at"], snap["stalled"], foreign, snap["active"]) if snap else None
     return key, {"type": "snapshot", "job": snap, "loaded": SLOT.summary()}
 
 
@@ -45,8 +45,12 @@ async def _run() -> None:
         try:
             key, state = await database_sync_to_async(_observe)(tick % REAP_EVERY == 0)
             if last_key is not None and key != last_key and key is not None:
-                foreign, stalled_changed = key[3], last_key[:1] == key[:1] and last_key[2] != key[2]
-                if (foreign and in_memory) or stalled_changed or (key[0] != last_key[0] and foreign):
+                foreign, same_job = key[3], last_key[0] == key[0]
+                stalled_changed = same_job and last_key[2] != key[2]
+                # Another process's job: the only feed with the in-memory layer; with Redis a
+                # safety net for its start and its end (its own final publish may be lost).
+                started_or_ended = not same_job or last_key[4] != key[4]
+                if (foreign and (in_memory or started_or_ended)) or stalled_changed:
                     await get_channel_layer().group_send(GROUP, {"type": EVENT_TYPE, "state": state})
             last_key = key
         except Exception:  # a DB hiccup must not end the watcher

@@ -152,6 +152,14 @@
   }));
   els.model.addEventListener("change", () => render());
 
+  // Snapshots of one job can arrive from two publishers (the loading process and a server's
+  // database watcher); never let an older one overwrite a newer one.
+  function isStale(job) {
+    const cur = state.job;
+    if (!job || !cur || cur.id !== job.id || !cur.updated_at || !job.updated_at) return false;
+    return Date.parse(job.updated_at) < Date.parse(cur.updated_at);
+  }
+
   let socket = null, backoff = 500;
   function connect() {
     const proto = location.protocol === "https:" ? "wss://" : "ws://";
@@ -161,6 +169,7 @@
       const msg = JSON.parse(ev.data);
       if (msg.type === "snapshot") {
         if (state.job && state.job.id === "pending" && !(msg.job && msg.job.active)) return; // our POST is still in flight
+        if (isStale(msg.job)) return;
         render({ job: msg.job, loaded: msg.loaded });
       }
     };

@@ -17,6 +17,7 @@ from django.db import connection
 
 from loader import services
 from loader.catalog import find_model, list_models
+from loader.events import publisher
 from loader.pipeline.device import DEVICES, DTYPES
 from loader.pipeline.events import ProgressEvent, Stage
 from loader.pipeline.stages import warm_imports
@@ -108,6 +109,7 @@ class Command(BaseCommand):
             bars.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
+        publisher.flush()  # the final snapshot must reach Redis before this process exits
         state = state_for(job)
         if opts["json"]:
             self.stdout.write(json.dumps(state["job"], ensure_ascii=False, indent=2))
