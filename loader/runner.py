@@ -46,7 +46,7 @@ def request_cancel(job_id: int) -> bool:
 
 
 def state_for(job: LoadJob) -> dict[str, Any]:
-    return {"type": "snapshot", "job": job_snapshot(job), "loaded": SLOT.summary()}
+    return {"type": "snapshot", "job": job_snapshot(job), "loaded": SLOT.summary(), "emitted_at": time.time()}
 
 
 def start_job_thread(job_id: int) -> threading.Thread:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.conf import settings
@@ -73,4 +74,4 @@ def loader_state() -> dict[str, Any]:
     from .runner import SLOT
 
     job = job_active() or job_latest()
-    return {"job": job_snapshot(job), "loaded": SLOT.summary()}
+    return {"job": job_snapshot(job), "loaded": SLOT.summary(), "emitted_at": time.time()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -34,7 +35,7 @@ def _observe(reap: bool) -> tuple[Any, dict[str, Any]]:
     snap = job_snapshot(job)
     foreign = bool(job and job.owner_pid != os.getpid())
     key = (snap["id"], snap["updated_at"], snap["stalled"], foreign, snap["active"]) if snap else None
-    return key, {"type": "snapshot", "job": snap, "loaded": SLOT.summary()}
+    return key, {"type": "snapshot", "job": snap, "loaded": SLOT.summary(), "emitted_at": time.time()}
 
 
 async def _run() -> None:

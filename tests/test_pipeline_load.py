@@ -56,7 +56,7 @@ def test_percent_never_goes_backwards_and_shards_reach_n_of_n(models_root: Path)
 
 def test_metadata_matches_the_generated_config(models_root: Path) -> None:
     slot = ModelSlot()
-    load(slot, models_root / "tiny")
+    load(slot, models_root / "tiny", device="cpu")
     meta = slot.loaded.metadata
     config = json.loads((models_root / "tiny" / "config.json").read_text())
     assert meta["architecture"] == "LlamaForCausalLM" and meta["model_type"] == "llama"
@@ -94,7 +94,7 @@ def test_weights_are_resident_when_the_load_says_100(models_root: Path) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         os.close(fd)
     slot = ModelSlot()
-    load(slot, path)
+    load(slot, path, device="cpu")
     rss = mapped = 0
     current = None
     for line in Path("/proc/self/smaps").read_text().splitlines():

@@ -21,6 +21,14 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:.1f} GB"
 
 
+def _drop_tracebacks(error: BaseException | None) -> None:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
+
+
 class ModelSlot:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -49,9 +57,17 @@ class ModelSlot:
             info = preflight(request)
             self._check_fits(request, info, max_bytes)
             self._unload_locked()
-            loaded = load_checkpoint(request, on_event, cancel, info=info)
-            self._loaded = loaded
-            return loaded
+            failure: LoadError | None = None
+            try:
+                self._loaded = load_checkpoint(request, on_event, cancel, info=info)
+                return self._loaded
+            except LoadError as exc:
+                failure = exc
+            # Out of the except block: the traceback's frames (which hold the half-loaded model)
+            # are dropped before the caches are emptied, so a cancel really gives memory back.
+            _drop_tracebacks(failure)
+            devices.release_memory()
+            raise failure
         finally:
             self._lock.release()
 

@@ -232,7 +232,9 @@ def load_checkpoint(
             return tracker.observe(args[0])
         return factory(*args, **kwargs)
 
-    previous = hf_logging.set_tqdm_hook(hook)
+    # set_tqdm_hook arrived during transformers 5.x; without it the page-in pass still reports bytes.
+    set_hook = getattr(hf_logging, "set_tqdm_hook", lambda _hook: None)
+    previous = set_hook(hook)
     model = None
     try:
         model = model_cls.from_pretrained(
@@ -265,7 +267,7 @@ def load_checkpoint(
             raise ShardCorrupt(f"가중치 파일을 읽을 수 없습니다(손상?): {request.path.name}", text) from exc
         raise LoadError(f"모델 가중치를 불러오지 못했습니다: {request.path.name}", text) from exc
     finally:
-        hf_logging.set_tqdm_hook(previous)
+        set_hook(previous)
         if model is None:
             devices.release_memory()
 
