@@ -225,7 +225,8 @@ def load_checkpoint(
         detail.bytes_per_s, detail.eta_s = tracker.rate_and_eta()
         rep.report(tracker.fraction)
 
-    tracker = WeightsTracker(info, converting, emit_weights, cancel, request.read_limit_bps)
+    pass1_share = 1.0 if target != "cpu" else 0.9 if converting else 0.1
+    tracker = WeightsTracker(info, pass1_share, emit_weights, cancel, request.read_limit_bps)
 
     def hook(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if kwargs.get("desc") == "Loading weights" and args:
@@ -237,12 +238,17 @@ def load_checkpoint(
     previous = set_hook(hook)
     model = None
     try:
+        # On an accelerator transformers copies each tensor straight to the device inside the
+        # observed loop (that is where the bytes are read), so pass 1 carries the progress and no
+        # CPU page-in is needed; on CPU the tensors stay memory-mapped until paged in.
         model = model_cls.from_pretrained(
-            str(request.path), dtype=dtype_arg, trust_remote_code=request.allow_remote_code
-        )
+            str(request.path), dtype=dtype_arg, trust_remote_code=request.allow_remote_code,
+            device_map=None if target == "cpu" else target,
+        )  # fmt: skip
         tracker.finish_pass1()
         model.eval()
-        tracker.page_in(model)
+        if target == "cpu":
+            tracker.page_in(model)
         emit_weights()
         detail.shard, detail.bytes_done, detail.eta_s = detail.shards, detail.bytes_total, 0.0
         rep.report(1.0, force=True)

@@ -28,7 +28,7 @@ class WeightsTracker:
     """Turns per-parameter and per-chunk steps into one monotonic byte-weighted fraction."""
 
     def __init__(
-        self, info: CheckpointInfo, converting: bool, emit: Callable[[], None], cancel: threading.Event,
+        self, info: CheckpointInfo, pass1_share: float, emit: Callable[[], None], cancel: threading.Event,
         read_limit_bps: float = 0.0,
     ) -> None:  # fmt: skip
         self.read_limit_bps = read_limit_bps
@@ -37,7 +37,9 @@ class WeightsTracker:
         self.cancel = cancel
         self.total = max(info.total_bytes, 1)
         self.shards = len(info.shard_files)
-        self.pass1_share = 0.9 if converting else 0.1
+        # Share of the stage's bytes that pass 1 (from_pretrained) really reads: all of them when
+        # it copies to a device, most when it converts dtypes, little when it only memory-maps.
+        self.pass1_share = pass1_share
         self.pass1_done = 0
         self.pass2_done = 0
         self.pass2_total = 1
@@ -146,7 +148,11 @@ def populate(address: int, length: int, tensor: Any, offset: int, torch: Any) ->
 
 
 def move_to_device(model: Any, device: str, on_bytes: Callable[[int, int], None], cancel: threading.Event) -> None:
-    """Copy module by module so the device stage is measured and cancellable, not one opaque call."""
+    """Copy what is not yet on ``device`` module by module, measured and cancellable, then sync.
+
+    Weights loaded with a device map are already there (the loop just checks); the sync makes
+    "90 %" mean the copies have finished, not merely been queued.
+    """
     if device == "cpu":
         on_bytes(1, 1)
         return
