@@ -42,7 +42,7 @@ def test_stage_boundaries_are_the_products_percentages(models_root: Path) -> Non
 
 def test_percent_never_goes_backwards_and_shards_reach_n_of_n(models_root: Path) -> None:
     # A read-rate cap stretches the hot-cache load to ~1 s so intermediate events exist.
-    events = load(ModelSlot(), models_root / "medium", read_limit_bps=150e6)
+    events = load(ModelSlot(), models_root / "medium", device="cpu", read_limit_bps=150e6)
     percents = [e.percent for e in events]
     assert percents == sorted(percents)
     weights = [e for e in events if e.stage is Stage.WEIGHTS]
@@ -123,7 +123,7 @@ def test_cancel_mid_weights_frees_the_slot(models_root: Path) -> None:
             cancel.set()
 
     with pytest.raises(LoadCancelled):
-        slot.load(LoadRequest(models_root / "medium", read_limit_bps=50e6), on_event, cancel)
+        slot.load(LoadRequest(models_root / "medium", device="cpu", read_limit_bps=50e6), on_event, cancel)
     assert slot.loaded is None and not slot.busy
     assert max(e.percent for e in seen) < 85
     load(slot, models_root / "tiny")
