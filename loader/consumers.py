@@ -77,4 +77,4 @@ class LoaderConsumer(AsyncJsonWebsocketConsumer):
             await self.send_state()
 
     async def loader_snapshot(self, event: dict[str, Any]) -> None:
-        await self.send_json(event["state"])
+        await self.send(text_data=event["text"])

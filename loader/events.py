@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -19,6 +20,13 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 GROUP = "loader"
 EVENT_TYPE = "loader.snapshot"
+
+
+def snapshot_event(state: dict[str, Any]) -> dict[str, Any]:
+    """The group message: the snapshot encoded once here, not once per connected consumer."""
+    return {"type": EVENT_TYPE, "text": json.dumps(state, ensure_ascii=False)}
+
+
 MIN_INTERVAL_S = 0.1
 SEND_TIMEOUT_S = 5.0
 
@@ -57,7 +65,7 @@ class Publisher:
         loop = self._target()
         if loop is None:
             return
-        message = {"type": EVENT_TYPE, "state": state}
+        message = snapshot_event(state)
         with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
             loop.call_soon_threadsafe(self._offer, message, force)
 

@@ -16,7 +16,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
-from .events import EVENT_TYPE, GROUP
+from .events import GROUP, snapshot_event
 
 POLL_S = 0.5
 REAP_EVERY = 10
@@ -52,7 +52,7 @@ async def _run() -> None:
                 # safety net for its start and its end (its own final publish may be lost).
                 started_or_ended = not same_job or last_key[4] != key[4]
                 if (foreign and (in_memory or started_or_ended)) or stalled_changed:
-                    await get_channel_layer().group_send(GROUP, {"type": EVENT_TYPE, "state": state})
+                    await get_channel_layer().group_send(GROUP, snapshot_event(state))
             last_key = key
         except Exception:  # a DB hiccup must not end the watcher
             pass
