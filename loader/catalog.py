@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,36 +50,52 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
-def _local_models(root: Path) -> list[ModelEntry]:
-    if not root.is_dir():
+def _children(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError:
         return []
+
+
+def _is_model(folder: Path) -> bool:
+    """A folder with config.json; an unreadable folder is offered too, so loading it says why."""
+    try:
+        return (folder / "config.json").is_file() or not os.access(folder, os.R_OK | os.X_OK)
+    except OSError:
+        return True
+
+
+def _local_models(root: Path) -> list[ModelEntry]:
     found = []
-    for child in sorted(root.iterdir()):
-        if child.name.startswith(".") or not child.is_dir() or not _inside(child, root):
+    for child in _children(root):
+        if not child.is_dir() or not _inside(child, root):
             continue
-        if (child / "config.json").exists():
+        if _is_model(child):
             found.append(ModelEntry(child.name, child, "local"))
             continue
-        for grand in sorted(child.iterdir()) if child.is_dir() else []:  # org/name layout
-            if grand.is_dir() and (grand / "config.json").exists() and _inside(grand, root):
+        for grand in _children(child):  # org/name layout
+            if grand.is_dir() and _inside(grand, root) and (grand / "config.json").is_file():
                 found.append(ModelEntry(f"{child.name}/{grand.name}", grand, "local"))
     return found
 
 
 def _hf_cache_models(cache: Path) -> list[ModelEntry]:
-    if not cache.is_dir():
-        return []
     found = []
-    for repo in sorted(cache.glob("models--*")):
-        ref = repo / "refs" / "main"
-        snapshots = repo / "snapshots"
+    for repo in _children(cache):
+        if not repo.name.startswith("models--"):
+            continue
         snapshot = None
-        if ref.is_file():
-            snapshot = snapshots / ref.read_text().strip()
-        elif snapshots.is_dir():
-            candidates = sorted(snapshots.iterdir())
-            snapshot = candidates[-1] if candidates else None
-        if snapshot is not None and (snapshot / "config.json").exists():
+        try:
+            ref = repo / "refs" / "main"
+            if ref.is_file():
+                snapshot = repo / "snapshots" / ref.read_text().strip()
+            else:
+                candidates = _children(repo / "snapshots")
+                snapshot = candidates[-1] if candidates else None
+            has_config = snapshot is not None and (snapshot / "config.json").is_file()
+        except OSError:
+            has_config = False
+        if snapshot is not None and has_config:
             name = repo.name.removeprefix("models--").replace("--", "/")
             found.append(ModelEntry(name, snapshot, "hf-cache"))
     return found

@@ -13,6 +13,7 @@ from django.utils import timezone
 from .models import LoadJob
 
 HEARTBEAT_STALE_S = 60
+OWN_JOB_GRACE_S = 10
 HOST = socket.gethostname()
 
 
@@ -40,7 +41,9 @@ def _is_orphan(job: LoadJob, now: Any) -> bool:
         if job.owner_pid == os.getpid():
             from .runner import running_job_ids
 
-            return job.pk not in running_job_ids()
+            # A job just created by this process may not have its thread yet: give it a grace.
+            young = now - job.created_at < timedelta(seconds=OWN_JOB_GRACE_S)
+            return job.pk not in running_job_ids() and not young
         return not _pid_alive(job.owner_pid)
     beat = job.heartbeat_at or job.created_at
     return now - beat > timedelta(seconds=HEARTBEAT_STALE_S)

@@ -154,3 +154,27 @@ def test_page_renders_korean_settings_panel_with_initial_state(client: Client) -
 def test_page_speaks_english_when_the_browser_asks(client: Client) -> None:
     html = client.get("/", headers={"Accept-Language": "en"}).content.decode()
     assert "Load model" in html and "Choose a model" in html
+
+
+def test_hf_cache_snapshots_and_org_folders_are_offered(
+    client: Client, settings: object, models_root: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--acme--tiny-chat" / "snapshots" / "abc123"
+    shutil.copytree(models_root / "tiny", snapshot)
+    (cache / "models--acme--tiny-chat" / "refs").mkdir()
+    (cache / "models--acme--tiny-chat" / "refs" / "main").write_text("abc123")
+    (cache / "models--broken--empty" / "snapshots").mkdir(parents=True)  # no snapshot: not offered
+    settings.MACTUNER_HF_CACHE = cache  # type: ignore[attr-defined]
+    org = models_root / "zz-org"
+    shutil.copytree(models_root / "tied", org / "tied-v2")
+    try:
+        names = {m["name"]: m for m in client.get("/api/models").json()["models"]}
+        assert names["acme/tiny-chat"]["source"] == "hf-cache" and names["acme/tiny-chat"]["shards"] == 3
+        assert "zz-org/tied-v2" in names and "broken/empty" not in names
+        status, body = post(client, "/api/load", {"model": "acme/tiny-chat"})
+        assert status == 202 and wait_finished(body["job"]["id"]).state == "succeeded"
+    finally:
+        shutil.rmtree(org)
