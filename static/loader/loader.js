@@ -27,7 +27,9 @@
   }
   function fmtSecs(s) {
     if (s === null || s === undefined) return "";
-    s = Math.max(0, Math.round(s));
+    s = Math.max(0, s);
+    if (s < 10) return s.toFixed(s < 1 ? 2 : 1) + "s"; // sub-second loads are common: do not print "0s"
+    s = Math.round(s);
     return s >= 60 ? Math.floor(s / 60) + "m " + (s % 60) + "s" : s + "s";
   }
   function stageMessage(job) {
