@@ -34,7 +34,7 @@ def _reap() -> None:
 
 
 def _warm() -> None:
-    from .pipeline.stages import warm_imports
+    from .pipeline.resolve import warm_imports
 
     try:
         warm_imports()

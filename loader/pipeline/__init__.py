@@ -7,8 +7,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from .errors import LoadCancelled, LoadError  # noqa: E402
 from .events import ProgressEvent, Stage  # noqa: E402
+from .resolve import preflight, warm_imports  # noqa: E402
 from .slot import ModelSlot  # noqa: E402
-from .stages import LoadedModel, LoadRequest, load_checkpoint, preflight  # noqa: E402
+from .stages import LoadedModel, LoadRequest, load_checkpoint  # noqa: E402
 
 __all__ = [
     "LoadCancelled",
@@ -20,4 +21,5 @@ __all__ = [
     "Stage",
     "load_checkpoint",
     "preflight",
+    "warm_imports",
 ]

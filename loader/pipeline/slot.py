@@ -14,7 +14,8 @@ from typing import Any
 from . import device as devices
 from .errors import LoaderBusy, LoadError, OutOfMemory
 from .events import EventCallback
-from .stages import LoadedModel, LoadRequest, load_checkpoint, preflight
+from .resolve import preflight
+from .stages import LoadedModel, LoadRequest, load_checkpoint
 
 
 def _gb(n: float) -> str:

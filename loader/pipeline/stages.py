@@ -6,7 +6,6 @@ touches Django; it reports through a callback of ``ProgressEvent`` and raises ty
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,19 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from . import device as devices
-from .checkpoint import CheckpointInfo, inspect_checkpoint
+from .checkpoint import CheckpointInfo
 from .errors import (
-    ConfigUnreadable,
     LoadCancelled,
     LoadError,
     OutOfMemory,
-    RemoteCodeRefused,
     ShardCorrupt,
     TokenizerError,
-    UnknownArchitecture,
 )
 from .events import EventCallback, ProgressEvent, Stage, WeightsDetail, overall_percent, stage_message
 from .metadata import extract_metadata
+from .resolve import load_config, model_class, preflight, warm_imports
 from .weights import WeightsTracker, move_to_device
 
 EMIT_INTERVAL_S = 0.05
@@ -86,89 +83,9 @@ class _Reporter:
         self.on_event(ProgressEvent(self.stage, self.percent, message, detail, dict(self.timings)))
 
 
-_IMPORT_LOCK = threading.Lock()
-
-
-def warm_imports() -> None:
-    """Import the heavy modules (~4 s cold) so the first click does not pay for them.
-
-    transformers imports lazily: without this the first ``from_pretrained`` spends its first
-    seconds importing before the weights bar can move. Its lazy module is not safe to import
-    from two threads at once (a half-built module loses names), hence the lock.
-    """
-    with _IMPORT_LOCK:
-        import torch  # noqa: F401
-        import transformers
-        import transformers.core_model_loading  # noqa: F401
-        import transformers.modeling_utils  # noqa: F401
-
-        _ = transformers.AutoTokenizer, transformers.AutoConfig, transformers.AutoModelForCausalLM
-        _ = transformers.PreTrainedTokenizerFast, transformers.LlamaConfig, transformers.LlamaForCausalLM
-
-
 def _check(cancel: threading.Event) -> None:
     if cancel.is_set():
         raise LoadCancelled()
-
-
-def preflight(request: LoadRequest) -> CheckpointInfo:
-    """Everything that can be refused before the current model is unloaded."""
-    devices.validate_options(request.device, request.dtype)
-    info = inspect_checkpoint(request.path)
-    _refuse_remote_code(request.path, info.config, request.allow_remote_code)
-    return info
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _refuse_remote_code(path: Path, config: dict[str, Any], allowed: bool) -> None:
-    if allowed:
-        return
-    tok_config = _read_json(path / "tokenizer_config.json") or {}
-    if config.get("auto_map") or tok_config.get("auto_map"):
-        raise RemoteCodeRefused(
-            "이 모델은 모델 폴더의 파이썬 코드를 실행해야 합니다(trust_remote_code). "
-            "보안을 위해 기본적으로 거부됩니다. 관리자가 설정에서 허용할 수 있습니다.",
-            f"{path}: auto_map present and trust_remote_code is off",
-        )
-
-
-def _load_config(transformers: Any, request: LoadRequest) -> Any:
-    try:
-        return transformers.AutoConfig.from_pretrained(str(request.path), trust_remote_code=request.allow_remote_code)
-    except ValueError as exc:
-        model_type = str((_read_json(request.path / "config.json") or {}).get("model_type", "?"))
-        if model_type not in transformers.CONFIG_MAPPING:
-            raise UnknownArchitecture(
-                f"이 버전의 transformers가 지원하지 않는 모델 유형입니다: {model_type}", repr(exc)
-            ) from exc
-        raise ConfigUnreadable(f"config.json의 값이 잘못되었습니다: {request.path.name}", repr(exc)) from exc
-    except Exception as exc:
-        raise ConfigUnreadable(f"config.json의 값이 잘못되었습니다: {request.path.name}", repr(exc)) from exc
-
-
-def _model_class(transformers: Any, config: Any) -> Any:
-    archs = list(getattr(config, "architectures", None) or [])
-    for arch in archs:
-        if arch.endswith("ForCausalLM"):
-            auto = transformers.AutoModelForCausalLM
-            if type(config) in auto._model_mapping:
-                return auto._model_mapping[type(config)]  # imports the modeling module now, not mid-weights
-            return auto
-        cls = getattr(transformers, arch, None)
-        if cls is not None:
-            return cls
-    if archs:
-        raise UnknownArchitecture(
-            f"이 버전의 transformers가 모르는 아키텍처입니다: {archs[0]}", f"architectures={archs}"
-        )
-    return transformers.AutoModelForCausalLM
 
 
 def load_checkpoint(
@@ -198,7 +115,7 @@ def load_checkpoint(
     except LoadError:
         raise
     except Exception as exc:  # transformers raises many kinds for a bad tokenizer
-        _load_config(transformers, request)  # AutoTokenizer reads config.json too: blame it if it is the cause
+        load_config(transformers, request)  # AutoTokenizer reads config.json too: blame it if it is the cause
         raise TokenizerError(f"토크나이저를 불러올 수 없습니다: {request.path.name}", repr(exc)) from exc
     if isinstance(tokenizer, bool) or not hasattr(tokenizer, "encode"):
         raise TokenizerError(f"토크나이저를 불러올 수 없습니다: {request.path.name}", f"got {type(tokenizer)!r}")
@@ -206,8 +123,8 @@ def load_checkpoint(
     _check(cancel)
 
     rep.enter(Stage.CONFIG)
-    config = _load_config(transformers, request)
-    model_cls = _model_class(transformers, config)
+    config = load_config(transformers, request)
+    model_cls = model_class(transformers, config)
     rep.report(1.0, force=True)
     _check(cancel)
 

@@ -20,7 +20,7 @@ from loader.catalog import find_model, list_models
 from loader.events import publisher
 from loader.pipeline.device import DEVICES, DTYPES
 from loader.pipeline.events import ProgressEvent, Stage
-from loader.pipeline.stages import warm_imports
+from loader.pipeline.resolve import warm_imports
 from loader.runner import execute_job, request_cancel, state_for
 from loader.selectors import job_active
 
