@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from django.test import Client
 
@@ -39,7 +37,7 @@ def test_detail_is_read_only_and_shows_the_error(admin_client_with_history: tupl
     assert LoadJob.objects.filter(pk=job.pk).exists()
 
 
-def test_one_active_job_is_a_database_constraint(django_db_blocker: Any) -> None:
+def test_one_active_job_is_a_database_constraint() -> None:
     from django.db import IntegrityError, transaction
 
     LoadJob.objects.create(model_name="a", model_path="/a", state="running")
