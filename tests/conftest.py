@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -235,3 +236,17 @@ def db_rows(server: LiveServer) -> list[dict[str, object]]:
     with sqlite3.connect(server.env["MACTUNER_SQLITE_PATH"]) as db:
         db.row_factory = sqlite3.Row
         return [dict(r) for r in db.execute("select * from loader_loadjob order by id")]
+
+
+def wait_finished(job_id: int, timeout: float = 60) -> Any:
+    """Wait for an in-process (Django test client) job's thread to end; returns the LoadJob."""
+    from loader import runner
+    from loader.models import LoadJob
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = LoadJob.objects.get(pk=job_id)
+        if not job.is_active and job.pk not in runner.running_job_ids():
+            return job
+        time.sleep(0.05)
+    raise TimeoutError(f"job {job_id} still active")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Api, SocketWatcher, db_rows, free_port, job_of, wait_port
+from .conftest import Api, SocketWatcher, db_rows, free_port, job_of, wait_finished, wait_port
 
 
 def test_server_killed_mid_load_is_interrupted_at_next_start(live_server_factory: Any) -> None:
@@ -44,7 +44,6 @@ def test_unexpected_exception_in_the_load_fails_the_job_and_server_keeps_serving
     client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from loader import runner
-    from loader.models import LoadJob
     from loader.pipeline import stages
 
     def broken_metadata(*args: Any, **kwargs: Any) -> Any:
@@ -53,11 +52,7 @@ def test_unexpected_exception_in_the_load_fails_the_job_and_server_keeps_serving
     monkeypatch.setattr(stages, "extract_metadata", broken_metadata)
     res = client.post("/api/load", data={"model": "tiny"}, content_type="application/json")
     assert res.status_code == 202
-    job_id = res.json()["job"]["id"]
-    deadline = time.monotonic() + 60
-    while job_id in runner.running_job_ids() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    job = LoadJob.objects.get(pk=job_id)
+    job = wait_finished(res.json()["job"]["id"])
     assert job.state == "failed" and job.error_code == "internal"
     assert "ZeroDivisionError" in job.error_detail
     assert runner.SLOT.loaded is None and not runner.SLOT.busy
@@ -65,10 +60,7 @@ def test_unexpected_exception_in_the_load_fails_the_job_and_server_keeps_serving
     assert client.get("/api/status").status_code == 200
     res = client.post("/api/load", data={"model": "tiny"}, content_type="application/json")
     assert res.status_code == 202
-    next_id = res.json()["job"]["id"]
-    while next_id in runner.running_job_ids() and time.monotonic() < deadline + 60:
-        time.sleep(0.05)
-    assert LoadJob.objects.get(pk=next_id).state == "succeeded"
+    assert wait_finished(res.json()["job"]["id"]).state == "succeeded"
     runner.SLOT.unload()
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from .conftest import PYTHON, ROOT
+from .conftest import PYTHON, ROOT, wait_finished
 
 PROD_ENV = {
     "MACTUNER_PRODUCTION": "1",
@@ -89,8 +88,6 @@ def test_run_script_binds_loopback_by_default() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_remote_code_model_is_refused_with_the_reason(client: Client, broken: Path, models_root: Path) -> None:
-    from loader import runner
-    from loader.models import LoadJob
 
     config = json.loads((broken / "config.json").read_text())
     config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
@@ -101,11 +98,7 @@ def test_remote_code_model_is_refused_with_the_reason(client: Client, broken: Pa
     try:
         res = client.post("/api/load", data={"model": "zz-remote-code"}, content_type="application/json")
         assert res.status_code == 202
-        job_id = res.json()["job"]["id"]
-        deadline = time.monotonic() + 30
-        while job_id in runner.running_job_ids() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        job = LoadJob.objects.get(pk=job_id)
+        job = wait_finished(res.json()["job"]["id"])
         assert job.state == "failed" and job.error_code == "remote_code_refused"
         assert "trust_remote_code" in job.error_message
         snapshot = client.get("/api/status").json()["job"]

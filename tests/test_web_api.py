@@ -12,6 +12,8 @@ from django.test import Client
 from loader import runner
 from loader.models import LoadJob
 
+from .conftest import wait_finished
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -19,16 +21,6 @@ def post(client: Client, path: str, body: object = None, raw: bytes | None = Non
     data = raw if raw is not None else json.dumps(body or {})
     res = client.post(path, data=data, content_type="application/json")
     return res.status_code, res.json()
-
-
-def wait_finished(job_id: int, timeout: float = 60) -> LoadJob:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = LoadJob.objects.get(pk=job_id)
-        if not job.is_active and job.pk not in runner.running_job_ids():
-            return job
-        time.sleep(0.05)
-    raise TimeoutError(f"job {job_id} still active")
 
 
 @pytest.fixture(autouse=True)
