@@ -104,6 +104,3 @@ class ModelSlot:
         # millions of objects costs ~0.2 s, so pay it only when something still holds the model.
         devices.release_memory(collect=model() is not None)
         return True
-
-
-__all__ = ["ModelSlot", "LoadError"]
