@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 
@@ -40,3 +41,10 @@ def _warm() -> None:
         warm_imports()
     except Exception:
         log.exception("warming imports failed (the first load will import instead)")
+    # torch + transformers leave millions of long-lived objects; a full collection over them
+    # stalls the event loop ~0.2 s (late websocket updates). Freeze them out of the collector,
+    # unless a load already started: its model must stay collectable.
+    from .runner import SLOT
+
+    if not SLOT.busy and SLOT.loaded is None:
+        gc.freeze()
