@@ -47,6 +47,7 @@ DAMAGES: dict[str, tuple[Damage, str]] = {
         lambda p: _config(p, model_type="no-such-model", architectures=["NoSuchForCausalLM"]),
         "unknown_architecture",
     ),
+    "config without model_type": (lambda p: (p / "config.json").write_text("{}"), "config_unreadable"),
     "config value of the wrong type": (lambda p: _config(p, num_hidden_layers="two"), "config_unreadable"),
     "auto_map needs remote code": (
         lambda p: _config(p, auto_map={"AutoModelForCausalLM": "modeling_x.X"}),
@@ -60,6 +61,10 @@ DAMAGES: dict[str, tuple[Damage, str]] = {
     "index names a missing shard": (lambda p: _first_shard(p).unlink(), "shard_missing"),
     "truncated shard": (_truncate, "shard_corrupt"),
     "shard header is garbage": (_garbage_header, "shard_corrupt"),
+    "quantized with a backend that is not installed": (
+        lambda p: _config(p, quantization_config={"quant_method": "gptq", "bits": 4, "group_size": 128}),
+        "missing_package",
+    ),
     "no weights at all": (lambda p: [f.unlink() for f in p.glob("*.safetensors*")], "not_a_model_folder"),
 }
 

@@ -148,3 +148,17 @@ def _models_dir() -> Any:
     from django.conf import settings
 
     return settings.MACTUNER_MODELS_DIR
+
+
+def test_garbage_from_a_client_does_not_close_its_socket() -> None:
+    async def body() -> None:
+        comm = await connect()
+        await comm.receive_json_from(timeout=5)
+        await comm.send_to(text_data="not json {")
+        await comm.send_to(bytes_data=b"\x00\xff")
+        await comm.send_json_to({"type": "refresh"})
+        again = await comm.receive_json_from(timeout=5)
+        assert again["type"] == "snapshot"
+        await comm.disconnect()
+
+    async_to_sync(body)()

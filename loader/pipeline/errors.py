@@ -63,6 +63,10 @@ class InvalidOption(LoadError):
     code = "invalid_option"
 
 
+class MissingPackage(LoadError):
+    code = "missing_package"
+
+
 class OutOfMemory(LoadError):
     code = "out_of_memory"
 

@@ -70,7 +70,9 @@ def load_config(transformers: Any, request: LoadRequest) -> Any:
     try:
         return transformers.AutoConfig.from_pretrained(str(request.path), trust_remote_code=request.allow_remote_code)
     except ValueError as exc:
-        model_type = str((_read_json(request.path / "config.json") or {}).get("model_type", "?"))
+        model_type = (_read_json(request.path / "config.json") or {}).get("model_type")
+        if not model_type:
+            raise ConfigUnreadable(f"config.json에 model_type이 없습니다: {request.path.name}", repr(exc)) from exc
         if model_type not in transformers.CONFIG_MAPPING:
             raise UnknownArchitecture(
                 f"이 버전의 transformers가 지원하지 않는 모델 유형입니다: {model_type}", repr(exc)

@@ -17,6 +17,7 @@ from .checkpoint import CheckpointInfo
 from .errors import (
     LoadCancelled,
     LoadError,
+    MissingPackage,
     OutOfMemory,
     ShardCorrupt,
     TokenizerError,
@@ -180,6 +181,9 @@ def load_checkpoint(
     except (LoadError, KeyboardInterrupt):
         model = None
         raise
+    except ImportError as exc:  # e.g. a quantized checkpoint whose backend is not installed
+        model = None
+        raise MissingPackage(f"이 모델에 필요한 패키지가 설치되어 있지 않습니다: {exc}", repr(exc)) from exc
     except (torch.OutOfMemoryError, MemoryError) as exc:
         model = None
         raise OutOfMemory(f"메모리가 부족합니다({target}). 더 작은 모델이나 dtype을 선택하세요.", repr(exc)) from exc
