@@ -66,12 +66,7 @@ def _thread_main(job_id: int) -> None:
         try:
             job = LoadJob.objects.get(pk=job_id)
             if job.is_active:
-                services.job_fail(
-                    job=job,
-                    code="internal",
-                    message="예기치 않은 내부 오류가 발생했습니다.",
-                    detail=traceback.format_exc(),
-                )
+                services.job_fail(job=job, code="internal", message=UNEXPECTED, detail=traceback.format_exc())
                 publisher.publish(state_for(job), force=True)
         except Exception:
             log.exception("could not record the crash of job %s", job_id)
@@ -103,10 +98,10 @@ def execute_job(job: LoadJob, cancel: threading.Event, listener: Listener | None
         if listener is not None:
             listener(event)
 
-    final: dict[str, Any] = {}
+    last_event: list[ProgressEvent] = []
 
     def remember(event: ProgressEvent) -> None:
-        final.update(event.to_dict())
+        last_event[:] = [event]  # serialized once, at the end, not on every event
         on_event(event)
 
     try:
@@ -119,6 +114,7 @@ def execute_job(job: LoadJob, cancel: threading.Event, listener: Listener | None
         log.exception("load of job %s failed unexpectedly", job.pk)
         services.job_fail(job=job, code="internal", message=UNEXPECTED, detail=traceback.format_exc())
     else:
+        final = last_event[0].to_dict()
         services.job_succeed(job=job, device=loaded.device, dtype=loaded.dtype, metadata=loaded.metadata, event=final)
     publisher.publish(state_for(job), force=True)
     return job

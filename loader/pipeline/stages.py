@@ -154,7 +154,6 @@ def load_checkpoint(
     # set_tqdm_hook arrived during transformers 5.x; without it the page-in pass still reports bytes.
     set_hook = getattr(hf_logging, "set_tqdm_hook", lambda _hook: None)
     previous = set_hook(hook)
-    model = None
     try:
         # On an accelerator transformers copies each tensor straight to the device inside the
         # observed loop (that is where the bytes are read), so pass 1 carries the progress and no
@@ -178,25 +177,18 @@ def load_checkpoint(
         rep.enter(Stage.METADATA)
         metadata = extract_metadata(model, tokenizer, config, info, target)
         rep.report(1.0, force=True)
-    except (LoadError, KeyboardInterrupt):
-        model = None
-        raise
+    # The slot frees what a failed load held (after dropping the traceback that pins it).
     except ImportError as exc:  # e.g. a quantized checkpoint whose backend is not installed
-        model = None
         raise MissingPackage(f"이 모델에 필요한 패키지가 설치되어 있지 않습니다: {exc}", repr(exc)) from exc
     except (torch.OutOfMemoryError, MemoryError) as exc:
-        model = None
         raise OutOfMemory(f"메모리가 부족합니다({target}). 더 작은 모델이나 dtype을 선택하세요.", repr(exc)) from exc
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
-        model = None
         text = repr(exc)
         if "safetensors" in text.lower() or "header" in text.lower() or "deserializ" in text.lower():
             raise ShardCorrupt(f"가중치 파일을 읽을 수 없습니다(손상?): {request.path.name}", text) from exc
         raise LoadError(f"모델 가중치를 불러오지 못했습니다: {request.path.name}", text) from exc
     finally:
         set_hook(previous)
-        if model is None:
-            devices.release_memory()
 
     rep.enter(Stage.DONE, emit=False)
     rep.timings["total"] = round(time.monotonic() - started, 4)
