@@ -41,7 +41,6 @@ class Publisher:
         self._flushing = False
         self._last_sent = 0.0
         self._lock = threading.Lock()
-        self.sent = 0
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Called from the server's loop (consumer connect): that loop owns the in-memory layer."""
@@ -104,7 +103,6 @@ class Publisher:
                 self._last_sent = time.monotonic()
                 try:
                     await asyncio.wait_for(layer.group_send(GROUP, message), SEND_TIMEOUT_S)
-                    self.sent += 1
                 except Exception as exc:  # Redis down: the load goes on, the DB stays the truth
                     log.warning("group_send failed: %r", exc)
         finally:

@@ -19,10 +19,6 @@ def job_latest() -> LoadJob | None:
     return LoadJob.objects.order_by("-id").first()
 
 
-def job_recent(limit: int = 20) -> list[LoadJob]:
-    return list(LoadJob.objects.order_by("-id")[:limit])
-
-
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value else None
 

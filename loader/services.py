@@ -111,10 +111,6 @@ def job_progress(*, job: LoadJob, event: dict[str, Any]) -> None:
     job.save(update_fields=fields)
 
 
-def job_heartbeat(*, job: LoadJob) -> None:
-    LoadJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
-
-
 def _finish(job: LoadJob, state: str, **fields: Any) -> LoadJob:
     now = timezone.now()
     fields.update(state=state, finished_at=now, updated_at=now)
