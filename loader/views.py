@@ -133,3 +133,16 @@ def unload(request: HttpRequest) -> JsonResponse:
         return _error(409, exc.user_message)
     runner.publisher.publish(loader_state() | {"type": "snapshot"}, force=True)
     return JsonResponse({"unloaded": had, "loaded": None})
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> Any:
+    """API clients get the refusal as JSON in plain words, not Django's HTML help page."""
+    if request.path.startswith("/api/"):
+        return _error(
+            403,
+            "CSRF 토큰이 없거나 맞지 않습니다. 페이지(/)에서 받은 csrftoken 쿠키 값을 X-CSRFToken 헤더로 보내세요.",
+            reason=reason,
+        )
+    from django.views.csrf import csrf_failure as default_failure
+
+    return default_failure(request, reason=reason)

@@ -132,6 +132,7 @@ def test_state_changing_endpoints_enforce_csrf() -> None:
     for path in ("/api/load", "/api/cancel", "/api/unload"):
         res = csrf_client.post(path, data=json.dumps({"model": "tiny"}), content_type="application/json")
         assert res.status_code == 403, path
+        assert "X-CSRFToken" in res.json()["error"]
     page = csrf_client.get("/")
     token = page.cookies["csrftoken"].value
     res = csrf_client.post("/api/cancel", data="{}", content_type="application/json", headers={"X-CSRFToken": token})
