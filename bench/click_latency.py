@@ -13,7 +13,7 @@ import statistics
 
 from common import OUT, checkpoint
 
-from tests.conftest import LiveServer, migrate, server_env
+from mactuner_dev.harness import LiveServer, migrate, server_env
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]  # fmt: skip

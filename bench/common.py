@@ -17,7 +17,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mactuner_site.settings")
 
 
 def checkpoint(name: str, params: str, shards: int) -> Path:
-    from loader.pipeline.synth import parse_count, write_checkpoint
+    from mactuner_dev.synth import parse_count, write_checkpoint
 
     path = OUT / name
     if not (path / "config.json").exists():

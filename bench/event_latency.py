@@ -19,7 +19,7 @@ from typing import Any
 
 from common import OUT, checkpoint
 
-from tests.conftest import REDIS_URL, Api, LiveServer, migrate, server_env
+from mactuner_dev.harness import REDIS_URL, Api, LiveServer, migrate, server_env
 
 
 async def client(
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--layers", default="memory,redis")
     args = parser.parse_args()
     big = checkpoint("llama-500m-4", "500M", 4).name
-    from loader.pipeline.synth import write_checkpoint
+    from mactuner_dev.synth import write_checkpoint
 
     many = OUT / "llama-many-tensors"
     if not (many / "config.json").exists():

@@ -19,7 +19,7 @@ import time
 
 from common import OUT, checkpoint, evict, shard_files, timed, touch_all, warm
 
-from tests.conftest import Api, LiveServer, SocketWatcher, job_of, migrate, server_env
+from mactuner_dev.harness import Api, LiveServer, SocketWatcher, job_of, migrate, server_env
 
 
 def main() -> None:

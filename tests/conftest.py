@@ -5,9 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +12,23 @@ from typing import Any
 
 import pytest
 
-from loader.pipeline.synth import write_checkpoint
-
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
+from mactuner_dev.harness import (  # noqa: F401 - re-exported for the tests
+    POSTGRES_URL,
+    PYTHON,
+    REDIS_URL,
+    ROOT,
+    Api,
+    LiveServer,
+    SocketWatcher,
+    db_rows,
+    free_port,
+    job_of,
+    migrate,
+    port_open,
+    server_env,
+    wait_port,
+)
+from mactuner_dev.synth import write_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -47,64 +57,6 @@ def broken(models_root: Path, tmp_path: Path) -> Iterator[Path]:
             p.chmod(0o755)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"port {port} did not open")
-
-
-def server_env(models_root: Path, db_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    env.update(
-        DJANGO_SETTINGS_MODULE="mactuner_site.settings",
-        MACTUNER_MODELS_DIR=str(models_root),
-        MACTUNER_SQLITE_PATH=str(db_path),
-        HF_HUB_CACHE=str(models_root / ".no-hf-cache"),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
-
-
-def migrate(env: dict[str, str]) -> None:
-    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
-
-
-class LiveServer:
-    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
-        self.env, self.port = env, port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> LiveServer:
-        self.log = open(Path(self.env["MACTUNER_SQLITE_PATH"]).with_suffix(f".{self.port}.log"), "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "mactuner_site.asgi:application"],
-            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        wait_port(self.port)
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
-
-
 @pytest.fixture
 def live_server_factory(models_root: Path, tmp_path: Path) -> Iterator[object]:
     """Start daphne processes sharing one fresh database; all are stopped after the test."""
@@ -124,118 +76,13 @@ def live_server_factory(models_root: Path, tmp_path: Path) -> Iterator[object]:
         s.stop()
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-REDIS_URL = os.environ.get("MACTUNER_TEST_REDIS_URL", "redis://127.0.0.1:6379/7")
-POSTGRES_URL = os.environ.get("MACTUNER_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mactuner")
-
-
 def require_service(name: str, port: int) -> None:
     """Skip off CI when a service is absent; under CI=true a missing service is a failure."""
-    if _port_open(port):
+    if port_open(port):
         return
     if os.environ.get("CI") == "true":
         pytest.fail(f"{name} is not reachable on 127.0.0.1:{port} (CI must start it: scripts/services.sh)")
     pytest.skip(f"{name} is not running on 127.0.0.1:{port}")
-
-
-class SocketWatcher:
-    """A websocket client of a live server that records every snapshot it receives."""
-
-    def __init__(self, server: LiveServer) -> None:
-        from contextlib import ExitStack
-
-        from websockets.sync.client import connect
-
-        self._stack = ExitStack()
-        self.ws = self._stack.enter_context(
-            connect(f"ws://127.0.0.1:{server.port}/ws/loader/", origin=f"http://127.0.0.1:{server.port}")  # type: ignore[arg-type]
-        )
-        self.messages: list[dict[str, object]] = []
-
-    def next(self, timeout: float = 30) -> dict[str, object]:
-        import json
-
-        msg = json.loads(self.ws.recv(timeout=timeout))
-        msg["_received"] = time.monotonic()
-        self.messages.append(msg)
-        return msg
-
-    def until(self, predicate: object, timeout: float = 60) -> dict[str, object]:
-        deadline = time.monotonic() + timeout
-        while True:
-            msg = self.next(timeout=max(deadline - time.monotonic(), 0.01))
-            if predicate(msg):  # type: ignore[operator]
-                return msg
-
-    def close(self) -> None:
-        self._stack.close()
-
-
-def job_of(msg: dict[str, object]) -> dict[str, object]:
-    return msg.get("job") or {}  # type: ignore[return-value]
-
-
-class Api:
-    """A tiny HTTP client for a live server, with the CSRF cookie a browser would have."""
-
-    def __init__(self, server: LiveServer) -> None:
-        import http.client
-
-        self.server = server
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        conn.request("GET", "/")
-        res = conn.getresponse()
-        res.read()
-        self.token = res.getheader("Set-Cookie", "").split("csrftoken=")[1].split(";")[0]
-
-    def call(self, method: str, path: str, body: object = None) -> tuple[int, dict[str, object]]:
-        import http.client
-        import json
-
-        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
-        headers = {"Content-Type": "application/json", "X-CSRFToken": self.token, "Cookie": f"csrftoken={self.token}"}
-        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
-        res = conn.getresponse()
-        raw = res.read()
-        try:
-            return res.status, json.loads(raw)
-        except ValueError:
-            return res.status, {"raw": raw[:500].decode(errors="replace")}
-
-    def status(self) -> dict[str, object]:
-        return self.call("GET", "/api/status")[1]
-
-    def wait_idle(self, timeout: float = 60) -> dict[str, object]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            state = self.status()
-            job = state.get("job")
-            if not job or not job["active"]:  # type: ignore[index]
-                return state
-            time.sleep(0.1)
-        raise TimeoutError("job still active")
-
-    def wait_stage(self, stage: str, timeout: float = 60) -> dict[str, object]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.status().get("job") or {}
-            if job.get("stage") == stage and job.get("active"):  # type: ignore[union-attr]
-                return job  # type: ignore[return-value]
-            time.sleep(0.05)
-        raise TimeoutError(f"never reached {stage}")
-
-
-def db_rows(server: LiveServer) -> list[dict[str, object]]:
-    import sqlite3
-
-    with sqlite3.connect(server.env["MACTUNER_SQLITE_PATH"]) as db:
-        db.row_factory = sqlite3.Row
-        return [dict(r) for r in db.execute("select * from loader_loadjob order by id")]
 
 
 def wait_finished(job_id: int, timeout: float = 60) -> Any:

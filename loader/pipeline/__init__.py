@@ -7,9 +7,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from .errors import LoadCancelled, LoadError  # noqa: E402
 from .events import ProgressEvent, Stage  # noqa: E402
+from .request import LoadedModel, LoadRequest
 from .resolve import preflight, warm_imports  # noqa: E402
 from .slot import ModelSlot  # noqa: E402
-from .stages import LoadedModel, LoadRequest, load_checkpoint  # noqa: E402
+from .stages import load_checkpoint  # noqa: E402
 
 __all__ = [
     "LoadCancelled",

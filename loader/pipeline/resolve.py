@@ -9,14 +9,12 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import device as devices
 from .checkpoint import CheckpointInfo, inspect_checkpoint
 from .errors import ConfigUnreadable, RemoteCodeRefused, UnknownArchitecture
-
-if TYPE_CHECKING:
-    from .stages import LoadRequest
+from .request import LoadRequest
 
 _IMPORT_LOCK = threading.Lock()
 

@@ -14,8 +14,9 @@ from typing import Any
 from . import device as devices
 from .errors import LoaderBusy, LoadError, OutOfMemory
 from .events import EventCallback
+from .request import LoadedModel, LoadRequest
 from .resolve import preflight
-from .stages import LoadedModel, LoadRequest, load_checkpoint
+from .stages import load_checkpoint
 
 
 def _gb(n: float) -> str:

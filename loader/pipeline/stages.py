@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from . import device as devices
@@ -24,31 +22,11 @@ from .errors import (
 )
 from .events import EventCallback, ProgressEvent, Stage, WeightsDetail, overall_percent, stage_message
 from .metadata import extract_metadata
+from .request import LoadedModel, LoadRequest
 from .resolve import load_config, model_class, preflight, warm_imports
 from .weights import WeightsTracker, move_to_device
 
 EMIT_INTERVAL_S = 0.05
-
-
-@dataclass
-class LoadRequest:
-    path: Path
-    device: str = "auto"
-    dtype: str = "auto"
-    allow_remote_code: bool = False
-    lang: str = "ko"
-    read_limit_bps: float = 0.0
-
-
-@dataclass
-class LoadedModel:
-    name: str
-    path: Path
-    device: str
-    dtype: str
-    model: Any
-    tokenizer: Any
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class _Reporter:
@@ -195,4 +173,4 @@ def load_checkpoint(
     metadata["timings"] = dict(rep.timings)
     rep.report(1.0, force=True)  # 100 % only now: weights resident, metadata complete
     got_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    return LoadedModel(request.path.name, request.path, target, got_dtype, model, tokenizer, metadata)
+    return LoadedModel(request.display_name, request.path, target, got_dtype, model, tokenizer, metadata)

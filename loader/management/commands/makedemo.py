@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from loader.catalog import list_models
-from loader.pipeline.synth import parse_count, write_checkpoint
+from mactuner_dev.synth import parse_count, write_checkpoint
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ Nothing may be downloaded, so tests, benchmarks and the first-run demo all load 
 made here: sharded safetensors exactly as ``save_pretrained`` lays them out, and a byte-level
 BPE tokenizer trained by the ``tokenizers`` library that round-trips any text.
 
-    python -m loader.pipeline.synth models/demo --params 50M --shards 4 --dtype bfloat16
+    python -m mactuner_dev.synth models/demo --params 50M --shards 4 --dtype bfloat16
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def write_checkpoint(
     out: Path, params: int = 20_000_000, shards: int = 2, dtype: str = "bfloat16",
     tied: bool = False, layers: int | None = None, vocab_size: int = 1024, seed: int = 0,
 ) -> Path:  # fmt: skip
-    from .resolve import warm_imports
+    from loader.pipeline.resolve import warm_imports
 
     warm_imports()
     import torch

@@ -1,0 +1,38 @@
+"""What a load is asked to do and what it produces: plain data every pipeline module may import.
+
+Kept in its own leaf module so the preflight (``resolve``), the staged load (``stages``) and the
+slot import it without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class LoadRequest:
+    path: Path
+    device: str = "auto"
+    dtype: str = "auto"
+    allow_remote_code: bool = False
+    lang: str = "ko"
+    read_limit_bps: float = 0.0
+    # The catalog name the user chose (``org/name``, ``run/checkpoint-500``); defaults to the folder.
+    name: str = ""
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.path.name
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    path: Path
+    device: str
+    dtype: str
+    model: Any
+    tokenizer: Any
+    metadata: dict[str, Any] = field(default_factory=dict)
