@@ -18,7 +18,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from . import watcher
-from .events import GROUP, publisher
+from .events import GROUP
 from .selectors import loader_state
 
 log = logging.getLogger("loader.consumers")
@@ -35,7 +35,6 @@ class LoaderConsumer(AsyncJsonWebsocketConsumer):
             if not (user and user.is_authenticated and user.is_staff):
                 await self.close(code=4403)
                 return
-        publisher.bind_loop(asyncio.get_running_loop())
         joined = await self._join()
         await self.accept()
         await self.send_state()
@@ -61,7 +60,7 @@ class LoaderConsumer(AsyncJsonWebsocketConsumer):
                 return
 
     async def send_state(self) -> None:
-        await self.send_json({"type": "snapshot", **await database_sync_to_async(loader_state)()})
+        await self.send_json(await database_sync_to_async(loader_state)())
 
     async def disconnect(self, code: int) -> None:
         if self.fallback is not None:

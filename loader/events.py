@@ -1,9 +1,10 @@
-"""Publishing snapshots to the ``loader`` group without ever blocking the load thread.
+"""The one throttle and the one publisher every message goes through.
 
-The in-memory channel layer belongs to the server's event loop, so a plain thread must not
-drive it through a second loop. The load thread only calls ``loop.call_soon_threadsafe``; the
-loop coalesces (at most ~10 sends/s, stage changes and the final state never dropped) and
-does the ``group_send``. With Redis and no server loop (the CLI) a private loop thread does it.
+``Throttle`` decides when a job's progress goes out (stage changes and final states at once,
+otherwise at most every ``INTERVAL_S``). ``Publisher`` carries every message (the runner's,
+the watcher's, the actions') to the channel layer without blocking the caller: a thread only
+calls ``loop.call_soon_threadsafe``; the mailbox is touched on the loop alone. The server's
+loop is bound once at start-up; a process without one (the CLI on Redis) gets a private loop.
 """
 
 from __future__ import annotations
@@ -14,12 +15,34 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 GROUP = "loader"
 EVENT_TYPE = "loader.snapshot"
+INTERVAL_S = 0.1
+SEND_TIMEOUT_S = 5.0
+log = logging.getLogger("loader.events")
+
+
+class Throttle:
+    """When a job's progress is persisted and published; one instance per running job."""
+
+    def __init__(self, interval_s: float = INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self.last = 0.0
+        self.stage = ""
+
+    def due(self, stage: str) -> tuple[bool, bool]:
+        """(send now?, is it a stage change?) — a stage change always goes out."""
+        now = time.monotonic()
+        changed = stage != self.stage
+        if changed or now - self.last >= self.interval_s:
+            self.last, self.stage = now, stage
+            return True, changed
+        return False, False
 
 
 def snapshot_event(state: dict[str, Any]) -> dict[str, Any]:
@@ -27,40 +50,41 @@ def snapshot_event(state: dict[str, Any]) -> dict[str, Any]:
     return {"type": EVENT_TYPE, "text": json.dumps(state, ensure_ascii=False)}
 
 
-MIN_INTERVAL_S = 0.1
-SEND_TIMEOUT_S = 5.0
-
-log = logging.getLogger("loader.events")
-
-
 class Publisher:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._own_loop: asyncio.AbstractEventLoop | None = None
-        self._queue: list[tuple[dict[str, Any], bool]] = []
-        self._flushing = False
-        self._last_sent = 0.0
         self._lock = threading.Lock()
+        # Loop-only state: the pending group messages (an unsent progress one is superseded).
+        self._mailbox: list[tuple[dict[str, Any], bool]] = []
+        self._draining = False
+        # Local observers (the server terminal's bars) see every snapshot, layer or not.
+        self.observers: list[Callable[[dict[str, Any]], None]] = []
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Called from the server's loop (consumer connect): that loop owns the in-memory layer."""
+        """Called once by the start-up hook: the server's loop owns the in-memory layer."""
         self._loop = loop
 
     def _target(self) -> asyncio.AbstractEventLoop | None:
         loop = self._loop
-        if loop is not None and loop.is_running() and not loop.is_closed():
+        if loop is not None and not loop.is_closed():
             return loop
         layer = get_channel_layer()
         if layer is None or isinstance(layer, InMemoryChannelLayer):
-            return None  # nobody in this process can be listening
+            return None  # no server loop and a process-local layer: nobody can be listening
         with self._lock:
             if self._own_loop is None:
                 self._own_loop = asyncio.new_event_loop()
                 threading.Thread(target=self._own_loop.run_forever, name="loader-publisher", daemon=True).start()
         return self._own_loop
 
-    def publish(self, state: dict[str, Any], force: bool = False) -> None:
-        """Thread-safe and non-blocking: hand the snapshot to the loop and return."""
+    def send(self, state: dict[str, Any], force: bool = True) -> None:
+        """Hand a snapshot to the group; thread-safe, never blocks. ``force=False`` may be superseded."""
+        for observer in self.observers:
+            try:
+                observer(state)
+            except Exception:
+                log.exception("snapshot observer %r failed", observer)
         loop = self._target()
         if loop is None:
             return
@@ -68,45 +92,61 @@ class Publisher:
         with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
             loop.call_soon_threadsafe(self._offer, message, force)
 
-    def flush(self, timeout: float = 5.0) -> None:
-        """Wait until queued snapshots are sent (a CLI about to exit must not lose its final one)."""
+    def send_to(self, channel: str, message: dict[str, Any]) -> None:
+        """A direct message to one process's agent (unload, cancel)."""
         loop = self._target()
         if loop is None:
             return
 
+        async def deliver() -> None:
+            try:
+                await asyncio.wait_for(get_channel_layer().send(channel, message), SEND_TIMEOUT_S)
+            except Exception as exc:
+                log.warning("send to %s failed: %r", channel, exc)
+
+        with contextlib.suppress(RuntimeError):
+            asyncio.run_coroutine_threadsafe(deliver(), loop)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until pending snapshots are sent (a CLI about to exit must not lose its last one)."""
+        loop = self._target()
+        if loop is None or loop is self._loop and loop.is_running() and _on_loop(loop):
+            return
+
         async def drained() -> None:
-            while self._queue or self._flushing:
+            while self._mailbox or self._draining:
                 await asyncio.sleep(0.01)
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(drained(), loop).result(timeout)
 
     def _offer(self, message: dict[str, Any], force: bool) -> None:
-        if self._queue and not self._queue[-1][1]:
-            self._queue[-1] = (message, force)  # a newer snapshot supersedes an unsent progress one
+        if self._mailbox and not self._mailbox[-1][1]:
+            self._mailbox[-1] = (message, force)
         else:
-            self._queue.append((message, force))
-        if not self._flushing:
-            self._flushing = True
-            asyncio.ensure_future(self._flush())
+            self._mailbox.append((message, force))
+        if not self._draining:
+            self._draining = True
+            asyncio.ensure_future(self._drain())
 
-    async def _flush(self) -> None:
+    async def _drain(self) -> None:
         layer = get_channel_layer()
         try:
-            while self._queue:
-                message, force = self._queue[0]
-                wait = MIN_INTERVAL_S - (time.monotonic() - self._last_sent)
-                if wait > 0 and not force:
-                    await asyncio.sleep(wait)
-                    continue  # the head may have been superseded meanwhile
-                self._queue.pop(0)
-                self._last_sent = time.monotonic()
+            while self._mailbox:
+                message, _force = self._mailbox.pop(0)
                 try:
                     await asyncio.wait_for(layer.group_send(GROUP, message), SEND_TIMEOUT_S)
                 except Exception as exc:  # Redis down: the load goes on, the DB stays the truth
                     log.warning("group_send failed: %r", exc)
         finally:
-            self._flushing = False
+            self._draining = False
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 publisher = Publisher()

@@ -24,6 +24,7 @@ class LoadJob(models.Model):
         CLI = "cli", "cli"
 
     ACTIVE_STATES = (State.QUEUED, State.RUNNING)
+    FINAL_STATES = (State.SUCCEEDED, State.FAILED, State.CANCELLED, State.INTERRUPTED)
 
     model_name = models.CharField(max_length=300)
     model_path = models.CharField(max_length=1000)
@@ -48,6 +49,8 @@ class LoadJob(models.Model):
     owner_host = models.CharField(max_length=255, blank=True)
     owner_pid = models.IntegerField(null=True, blank=True)
     requested_by = models.CharField(max_length=150, blank=True)
+    # The requester's UI language: the pipeline words its stage messages in it.
+    lang = models.CharField(max_length=8, default="ko")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -77,3 +80,30 @@ class LoadJob(models.Model):
         if self.started_at and self.finished_at:
             return round((self.finished_at - self.started_at).total_seconds(), 2)
         return None
+
+
+class ServerProcess(models.Model):
+    """What one server process holds, readable by every other process (one row per process).
+
+    A model lives in the memory of the process that loaded it; this row is how the others know
+    (``/api/status`` on any server), and ``channel`` is where they reach it (unload, cancel).
+    A row whose heartbeat stops is treated as gone and removed.
+    """
+
+    host = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    channel = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField()
+    model_name = models.CharField(max_length=300, blank=True)
+    model_path = models.CharField(max_length=1000, blank=True)
+    device = models.CharField(max_length=16, blank=True)
+    dtype = models.CharField(max_length=16, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    loaded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["host", "pid"], name="loader_one_row_per_process")]
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.pid} ({self.model_name or 'empty'})"

@@ -1,14 +1,25 @@
-"""Reads. ``job_snapshot`` is the one shape the page, the JSON API and the websocket share."""
+"""Reads. ``loader_state`` builds the one message every client gets (page, API, websocket).
+
+What is loaded comes from the ``ServerProcess`` rows, not from this process's memory, so any
+server answers the same (a model held by server A shows on server B's dashboard).
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
-from .models import LoadJob
+from .models import LoadJob, ServerProcess
+from .pipeline.events import WeightsDetail
+from .process import IDENTITY, pid_alive
+
+PROCESS_STALE_S = 15.0
+DETAIL_DEFAULTS = asdict(WeightsDetail())
 
 
 def job_active() -> LoadJob | None:
@@ -19,12 +30,17 @@ def job_latest() -> LoadJob | None:
     return LoadJob.objects.order_by("-id").first()
 
 
+def job_list(*, limit: int) -> list[LoadJob]:
+    return list(LoadJob.objects.order_by("-id")[:limit])
+
+
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value else None
 
 
 def job_is_stalled(job: LoadJob) -> bool:
-    if job.state != LoadJob.State.RUNNING:
+    """No progress for the stall time: a queued job stuck in 'preparing' counts too."""
+    if job.state not in LoadJob.ACTIVE_STATES:
         return False
     last = job.progress_at or job.started_at or job.created_at
     return (timezone.now() - last).total_seconds() > settings.MACTUNER_STALL_SECONDS
@@ -33,8 +49,6 @@ def job_is_stalled(job: LoadJob) -> bool:
 def job_snapshot(job: LoadJob | None) -> dict[str, Any] | None:
     if job is None:
         return None
-    detail = {"shard": 0, "shards": 0, "bytes_done": 0, "bytes_total": 0, "bytes_per_s": 0.0, "eta_s": None}
-    detail.update(job.detail or {})
     error = None
     if job.error_message:
         error = {"code": job.error_code, "message": job.error_message, "detail": job.error_detail}
@@ -52,7 +66,7 @@ def job_snapshot(job: LoadJob | None) -> dict[str, Any] | None:
         "device_requested": job.device_requested,
         "dtype_requested": job.dtype_requested,
         "source": job.source,
-        "detail": detail,
+        "detail": DETAIL_DEFAULTS | (job.detail or {}),
         "timings": job.timings or {},
         "metadata": job.metadata or {},
         "stalled": job_is_stalled(job),
@@ -65,9 +79,36 @@ def job_snapshot(job: LoadJob | None) -> dict[str, Any] | None:
     }
 
 
-def loader_state() -> dict[str, Any]:
-    """What a viewer needs: the active job (else the latest one) and this server's loaded model."""
-    from .runner import SLOT
+def process_is_live(row: ServerProcess) -> bool:
+    if row.host == IDENTITY.host and not pid_alive(row.pid):
+        return False
+    return bool(timezone.now() - row.heartbeat_at <= timedelta(seconds=PROCESS_STALE_S))
 
-    job = job_active() or job_latest()
-    return {"job": job_snapshot(job), "loaded": SLOT.summary(), "emitted_at": time.time()}
+
+def processes_holding() -> list[ServerProcess]:
+    """Live server processes that hold a model, the most recently loaded first."""
+    rows = ServerProcess.objects.exclude(model_name="").order_by("-loaded_at")
+    return [row for row in rows if process_is_live(row)]
+
+
+def loaded_summary(row: ServerProcess) -> dict[str, Any]:
+    return {
+        "name": row.model_name, "path": row.model_path, "device": row.device, "dtype": row.dtype,
+        "metadata": row.metadata, "owner": {"host": row.host, "pid": row.pid},
+        "loaded_at": _iso(row.loaded_at),
+    }  # fmt: skip
+
+
+def loader_state(*, job: LoadJob | None = None) -> dict[str, Any]:
+    """The one message shape: the given job (else the active one, else the latest) and what is loaded.
+
+    ``job`` lets the owner's thread publish its in-memory row without reading it back.
+    """
+    job = job or job_active() or job_latest()
+    holders = processes_holding()
+    return {
+        "type": "snapshot",
+        "job": job_snapshot(job),
+        "loaded": loaded_summary(holders[0]) if holders else None,
+        "emitted_at": time.time(),
+    }

@@ -1,153 +1,186 @@
-"""Every LoadJob state change. Callers (views, runner, CLI) validate; these act atomically."""
+"""Every LoadJob state change: guarded transitions, each one UPDATE … WHERE state IN (allowed).
+
+A transition that is not allowed from the row's current state changes nothing and returns
+False (a reaped job is never flipped back to ``succeeded``). Callers validate input; the
+actions here own the busy check, the commit, the thread start and the publish.
+"""
 
 from __future__ import annotations
 
-import os
-import socket
+import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .models import LoadJob
+from .events import publisher
+from .models import LoadJob, ServerProcess
+from .process import IDENTITY, SLOT, TOKENS, pid_alive
+from .selectors import loader_state
 
+S = LoadJob.State
+ACTIVE = (S.QUEUED, S.RUNNING)
 HEARTBEAT_STALE_S = 60
 OWN_JOB_GRACE_S = 10
-HOST = socket.gethostname()
+log = logging.getLogger("loader.services")
 
 
 class JobBusy(Exception):
-    """Another job is active; carries it so the caller can say which."""
+    """Another job is active (or this process is still freeing the last one); nothing was written."""
 
-    def __init__(self, active: LoadJob | None) -> None:
+    def __init__(self, active: LoadJob | None, message: str = "") -> None:
         name = active.model_name if active else "?"
-        super().__init__(f"이미 다른 모델({name})을 로드하는 중입니다. 완료되거나 취소된 뒤 다시 시도하세요.")
+        super().__init__(
+            message or f"이미 다른 모델({name})을 로드하는 중입니다. 완료되거나 취소된 뒤 다시 시도하세요."
+        )
         self.active = active
 
 
-def _pid_alive(pid: int) -> bool:
+def _transition(job: LoadJob, allowed: tuple[str, ...], **fields: Any) -> bool:
+    """Apply ``fields`` only if the row is still in ``allowed``; mirror them on ``job`` if so."""
+    fields["updated_at"] = timezone.now()
+    changed = LoadJob.objects.filter(pk=job.pk, state__in=allowed).update(**fields)
+    if changed:
+        for key, value in fields.items():
+            setattr(job, key, value)
+    return bool(changed)
+
+
+def publish_state(job: LoadJob | None = None, *, force: bool = True) -> None:
+    """Send the one snapshot message, after the surrounding transaction commits."""
+    transaction.on_commit(lambda: publisher.send(loader_state(job=job), force=force))
+
+
+# --- start -------------------------------------------------------------------------------------
+
+
+def job_start(
+    *, model_name: str, model_path: str, device: str, dtype: str, source: str, requested_by: str = "",
+    lang: str = "ko", then: Callable[[int], Any] | None = None,
+) -> LoadJob:  # fmt: skip
+    """Create the queued job and, after commit, run ``then(job_id)`` (the web starts its load
+    thread there); or raise JobBusy having written nothing.
+
+    The partial unique index decides races between threads, processes and the CLI.
+    """
+    job_reap()
+    if SLOT.busy:  # a load of ours holds the slot: refuse before any row exists
+        active = LoadJob.objects.filter(state__in=ACTIVE).first()
+        if active is not None:
+            raise JobBusy(active)
+        raise JobBusy(None, "이전 로드를 정리하는 중입니다. 잠시 후 다시 시도하세요.")
+    now = timezone.now()
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        with transaction.atomic():
+            job = LoadJob.objects.create(
+                model_name=model_name, model_path=model_path, device_requested=device, dtype_requested=dtype,
+                source=source, requested_by=requested_by, lang=lang, state=S.QUEUED, message="준비 중...",
+                owner_host=IDENTITY.host, owner_pid=IDENTITY.pid, heartbeat_at=now, progress_at=now,
+            )  # fmt: skip
+            if then is not None:
+                transaction.on_commit(lambda: then(job.pk))
+            publish_state(job)
+    except IntegrityError:
+        raise JobBusy(LoadJob.objects.filter(state__in=ACTIVE).first()) from None
+    return job
+
+
+# --- progress and outcome (the owner's thread) ------------------------------------------------------
+
+
+def job_progress(*, job: LoadJob, event: dict[str, Any]) -> bool:
+    """Persist the latest event; the first one flips queued → running."""
+    now = timezone.now()
+    fields: dict[str, Any] = {
+        "stage": event["stage"], "percent": event["percent"], "message": event["message"],
+        "detail": event["detail"], "timings": event["timings"], "progress_at": now, "heartbeat_at": now,
+    }  # fmt: skip
+    if job.state == S.QUEUED and _transition(job, (S.QUEUED,), state=S.RUNNING, started_at=now, **fields):
         return True
+    return _transition(job, (S.RUNNING,), **fields)
+
+
+def _finish(job: LoadJob, state: str, **fields: Any) -> bool:
+    now = timezone.now()
+    fields.update(state=state, finished_at=now)
+    if job.started_at is None:
+        fields["started_at"] = now
+    return _transition(job, ACTIVE, **fields)
+
+
+def job_succeed(*, job: LoadJob, device: str, dtype: str, metadata: dict[str, Any], event: dict[str, Any]) -> bool:
+    return _finish(
+        job, S.SUCCEEDED, device=device, dtype=dtype, metadata=metadata, percent=100.0, stage="done",
+        message=event["message"], detail=event["detail"], timings=event["timings"],
+    )  # fmt: skip
+
+
+def job_fail(*, job: LoadJob, code: str, message: str, detail: str) -> bool:
+    return _finish(
+        job, S.FAILED, error_code=code, error_message=message, error_detail=detail[:20000],
+        message=f"❌ 오류: {message}",
+    )  # fmt: skip
+
+
+def job_mark_cancelled(*, job: LoadJob) -> bool:
+    return _finish(job, S.CANCELLED, message="로드가 취소되었습니다.", cancel_requested=True)
+
+
+# --- cancel: one route for web and CLI jobs, in any process -------------------------------------
+
+
+def job_cancel(*, job: LoadJob) -> bool:
+    """Flag the job (the owner's load checks the flag) and nudge the owner to look now.
+
+    The flag in the row is the route: an owner in this process sees it through its token at
+    once, one in another server through the agent's channel, a CLI owner by reading the row.
+    """
+    if not _transition(job, ACTIVE, cancel_requested=True, message="취소하는 중..."):
+        return False
+    if job.owner_host == IDENTITY.host and job.owner_pid == IDENTITY.pid:
+        TOKENS.set(job.pk)
+    else:
+        owner = ServerProcess.objects.filter(host=job.owner_host, pid=job.owner_pid).exclude(channel="").first()
+        if owner is not None:  # a CLI owner has no channel: it reads the flag from its row
+            message = {"type": "loader.cancel", "job_id": job.pk}
+            transaction.on_commit(lambda: publisher.send_to(owner.channel, message))
+    publish_state(job)
     return True
 
 
-def _is_orphan(job: LoadJob, now: Any) -> bool:
-    if job.owner_host == HOST and job.owner_pid:
-        if job.owner_pid == os.getpid():
-            from .runner import running_job_ids
+def job_cancel_requested(*, job_id: int) -> bool:
+    return LoadJob.objects.filter(pk=job_id, cancel_requested=True).exists()
 
-            # A job just created by this process may not have its thread yet: give it a grace.
+
+# --- reaping: jobs whose owner is gone ---------------------------------------------------------------
+
+
+def _is_orphan(job: LoadJob, now: Any) -> bool:
+    if job.owner_host == IDENTITY.host and job.owner_pid:
+        if job.owner_pid == IDENTITY.pid:
+            # A job just created here may not have its thread yet: give it a grace.
             young = now - job.created_at < timedelta(seconds=OWN_JOB_GRACE_S)
-            return job.pk not in running_job_ids() and not young
-        return not _pid_alive(job.owner_pid)
+            return job.pk not in TOKENS.running() and not young
+        return not pid_alive(job.owner_pid)
     beat = job.heartbeat_at or job.created_at
-    return now - beat > timedelta(seconds=HEARTBEAT_STALE_S)
+    return bool(now - beat > timedelta(seconds=HEARTBEAT_STALE_S))
 
 
 def job_reap() -> list[int]:
     """Mark active jobs whose owner died (killed server, crashed CLI) as interrupted."""
     now = timezone.now()
     reaped = []
-    for job in LoadJob.objects.filter(state__in=LoadJob.ACTIVE_STATES):
-        if _is_orphan(job, now):
-            updated = LoadJob.objects.filter(pk=job.pk, state__in=LoadJob.ACTIVE_STATES).update(
-                state=LoadJob.State.INTERRUPTED,
-                message="로드가 중단되었습니다(서버 또는 프로세스 종료).",
-                error_code="interrupted",
-                error_message="로드가 중단되었습니다: 로드하던 프로세스가 종료되었습니다. 다시 로드하세요.",
-                error_detail=f"owner {job.owner_host}:{job.owner_pid} is gone",
-                finished_at=now,
-                updated_at=now,
-            )
-            if updated:
-                reaped.append(job.pk)
+    for job in LoadJob.objects.filter(state__in=ACTIVE):
+        if not _is_orphan(job, now):
+            continue
+        if _finish(
+            job, S.INTERRUPTED, message="로드가 중단되었습니다(서버 또는 프로세스 종료).", error_code="interrupted",
+            error_message="로드가 중단되었습니다: 로드하던 프로세스가 종료되었습니다. 다시 로드하세요.",
+            error_detail=f"owner {job.owner_host}:{job.owner_pid} is gone",
+        ):  # fmt: skip
+            reaped.append(job.pk)
+            log.warning("job %s interrupted: owner %s:%s is gone", job.pk, job.owner_host, job.owner_pid)
+            publish_state(job)
     return reaped
-
-
-def job_start(
-    *, model_name: str, model_path: str, device: str, dtype: str, source: str, requested_by: str = ""
-) -> LoadJob:
-    """Create the queued job, or raise JobBusy. The database constraint decides races."""
-    job_reap()
-    now = timezone.now()
-    try:
-        with transaction.atomic():
-            return LoadJob.objects.create(
-                model_name=model_name,
-                model_path=model_path,
-                device_requested=device,
-                dtype_requested=dtype,
-                source=source,
-                requested_by=requested_by,
-                state=LoadJob.State.QUEUED,
-                message="준비 중...",
-                owner_host=HOST,
-                owner_pid=os.getpid(),
-                heartbeat_at=now,
-                progress_at=now,
-            )
-    except IntegrityError:
-        raise JobBusy(LoadJob.objects.filter(state__in=LoadJob.ACTIVE_STATES).first()) from None
-
-
-def job_progress(*, job: LoadJob, event: dict[str, Any]) -> None:
-    """Persist the latest event; the first one also flips queued → running."""
-    now = timezone.now()
-    job.stage = event["stage"]
-    job.percent = event["percent"]
-    job.message = event["message"]
-    job.detail = event["detail"]
-    job.timings = event["timings"]
-    job.progress_at = job.heartbeat_at = now
-    fields = ["stage", "percent", "message", "detail", "timings", "progress_at", "heartbeat_at", "updated_at"]
-    if job.state == LoadJob.State.QUEUED:
-        job.state, job.started_at = LoadJob.State.RUNNING, now
-        fields += ["state", "started_at"]
-    job.save(update_fields=fields)
-
-
-def _finish(job: LoadJob, state: str, **fields: Any) -> LoadJob:
-    now = timezone.now()
-    fields.update(state=state, finished_at=now, updated_at=now)
-    if job.started_at is None:
-        fields["started_at"] = now
-    for key, value in fields.items():
-        setattr(job, key, value)
-    LoadJob.objects.filter(pk=job.pk).update(**fields)
-    return job
-
-
-def job_succeed(*, job: LoadJob, device: str, dtype: str, metadata: dict[str, Any], event: dict[str, Any]) -> LoadJob:
-    return _finish(
-        job, LoadJob.State.SUCCEEDED, device=device, dtype=dtype, metadata=metadata, percent=100.0,
-        stage="done", message=event["message"], detail=event["detail"], timings=event["timings"],
-    )  # fmt: skip
-
-
-def job_fail(*, job: LoadJob, code: str, message: str, detail: str) -> LoadJob:
-    return _finish(
-        job, LoadJob.State.FAILED, error_code=code, error_message=message, error_detail=detail[:20000],
-        message=f"❌ 오류: {message}",
-    )  # fmt: skip
-
-
-def job_mark_cancelled(*, job: LoadJob) -> LoadJob:
-    return _finish(job, LoadJob.State.CANCELLED, message="로드가 취소되었습니다.", cancel_requested=True)
-
-
-def job_cancel(*, job: LoadJob) -> LoadJob:
-    """Ask the job's owner to stop; the owner confirms by marking it cancelled."""
-    LoadJob.objects.filter(pk=job.pk, state__in=LoadJob.ACTIVE_STATES).update(
-        cancel_requested=True, message="취소하는 중...", updated_at=timezone.now()
-    )
-    job.refresh_from_db()
-    return job
-
-
-def job_cancel_requested(*, job_id: int) -> bool:
-    return LoadJob.objects.filter(pk=job_id, cancel_requested=True).exists()

@@ -1,24 +1,87 @@
-"""What a server does once at start: reap jobs a killed server left active, warm the imports."""
+"""What a server does once its event loop runs: the explicit start-up hook.
+
+``ServerStartup`` wraps the ASGI application. Under daphne the hook is scheduled on daphne's
+loop as soon as the module is imported, so it runs when the server starts (not at the first
+request); under any other ASGI server it runs on the first call. It binds the publisher to the
+serving loop, starts this process's agent (its row, channel and heartbeat), raises the open-file
+limit, and in background threads reaps jobs a killed server left active and warms the heavy
+imports. Every failure is logged; none stops the server.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import sys
 import threading
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
 
+from .events import publisher
+
 log = logging.getLogger("loader.startup")
+_started_on: asyncio.AbstractEventLoop | None = None
+_lock = threading.Lock()
 
 
-def on_server_start() -> None:
-    # In a thread: the ASGI module may be imported inside a running event loop.
-    reaper = threading.Thread(target=_reap, name="loader-reap", daemon=True)
-    reaper.start()
-    reaper.join(30)
+def raise_open_file_limit() -> None:
+    """Many viewers and slow clients each hold a descriptor; macOS starts at 256."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else 65536
+        if sys.platform == "darwin":
+            target = min(target, 10240)  # OPEN_MAX: macOS refuses more for setrlimit
+        if soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            log.info("open-file limit raised from %s to %s", soft, target)
+    except (ImportError, ValueError, OSError) as exc:
+        log.warning("could not raise the open-file limit: %r", exc)
+
+
+async def start_on_this_loop() -> None:
+    """Idempotent per loop: the loop that serves is the one every async service binds to."""
+    global _started_on
+    loop = asyncio.get_running_loop()
+    with _lock:
+        if _started_on is loop:
+            return
+        _started_on = loop
+    publisher.bind_loop(loop)
+    raise_open_file_limit()
+    threading.Thread(target=_reap, name="loader-reap", daemon=True).start()
     if settings.MACTUNER_WARM_IMPORTS:
         threading.Thread(target=_warm, name="loader-warm-imports", daemon=True).start()
+    try:
+        from . import agent
+
+        await agent.start()
+    except Exception:
+        log.exception("the process agent did not start: other servers cannot reach this one")
+
+
+def schedule_on_daphne() -> None:
+    """Under daphne its loop exists (not yet running) when the ASGI module is imported."""
+    server = sys.modules.get("daphne.server")
+    loop = getattr(server, "twisted_loop", None)
+    if loop is not None and not loop.is_closed():
+        loop.call_soon_threadsafe(lambda: asyncio.ensure_future(start_on_this_loop(), loop=loop))
+
+
+class ServerStartup:
+    """ASGI wrapper: make sure the start-up hook ran on the loop serving this call."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        if _started_on is not asyncio.get_running_loop():
+            await start_on_this_loop()
+        return await self.app(scope, receive, send)
 
 
 def _reap() -> None:
@@ -28,8 +91,8 @@ def _reap() -> None:
         reaped = services.job_reap()
         if reaped:
             log.warning("marked orphaned jobs %s as interrupted", reaped)
-    except Exception as exc:  # no table yet (before migrate): nothing to reap
-        log.info("reap skipped: %r", exc)
+    except Exception:
+        log.exception("reaping orphaned jobs failed (is the database migrated?)")
     finally:
         connection.close()
 
@@ -44,7 +107,7 @@ def _warm() -> None:
     # torch + transformers leave millions of long-lived objects; a full collection over them
     # stalls the event loop ~0.2 s (late websocket updates). Freeze them out of the collector,
     # unless a load already started: its model must stay collectable.
-    from .runner import SLOT
+    from .process import SLOT
 
     if not SLOT.busy and SLOT.loaded is None:
         gc.freeze()

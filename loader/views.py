@@ -7,18 +7,19 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
-from . import runner, services
+from . import processes, runner, services
 from .access import staff_required
 from .catalog import find_model, list_models
 from .pipeline.device import DEVICES, DTYPES
 from .pipeline.errors import LoaderBusy
-from .selectors import job_active, job_snapshot, loader_state
+from .selectors import job_active, job_list, job_snapshot, loader_state
+
+JOBS_DEFAULT, JOBS_MAX = 20, 100
 
 
 def _error(status: int, message: str, **extra: Any) -> JsonResponse:
@@ -71,6 +72,19 @@ def status(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"job": state["job"], "loaded": state["loaded"]})
 
 
+@require_GET
+@staff_required(api=True)
+def jobs(request: HttpRequest) -> JsonResponse:
+    raw = request.GET.get("limit", str(JOBS_DEFAULT))
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= JOBS_MAX:
+        return _error(400, f"'limit'은 1에서 {JOBS_MAX} 사이의 정수여야 합니다: {raw[:20]!r}")
+    return JsonResponse({"jobs": [job_snapshot(job) for job in job_list(limit=limit)]})
+
+
 @require_POST
 @staff_required(api=True)
 def load(request: HttpRequest) -> JsonResponse:
@@ -87,27 +101,14 @@ def load(request: HttpRequest) -> JsonResponse:
     entry = find_model(name)
     if entry is None:
         return _error(400, f"모델 목록에 없는 이름입니다: {name[:200]!r}")
-    user = request.user.get_username() if request.user.is_authenticated else ""
     try:
         job = services.job_start(
-            model_name=entry.name,
-            model_path=str(entry.path),
-            device=device,
-            dtype=dtype,
-            source="web",
-            requested_by=user,
-        )
+            model_name=entry.name, model_path=str(entry.path), device=device, dtype=dtype, source="web",
+            requested_by=request.user.get_username() if request.user.is_authenticated else "",
+            lang=getattr(request, "LANGUAGE_CODE", "ko"), then=runner.start_job_thread,
+        )  # fmt: skip
     except services.JobBusy as busy:
         return _error(409, str(busy), job=job_snapshot(busy.active))
-    if runner.SLOT.busy:  # a thread of ours still finishing; the DB slot is free but memory is not yet
-        services.job_fail(
-            job=job,
-            code=LoaderBusy.code,
-            message="이전 로드를 정리하는 중입니다. 잠시 후 다시 시도하세요.",
-            detail="slot locked",
-        )
-        return _error(409, "이전 로드를 정리하는 중입니다. 잠시 후 다시 시도하세요.", job=job_snapshot(job))
-    transaction.on_commit(lambda: runner.start_job_thread(job.pk))
     return JsonResponse({"job": job_snapshot(job)}, status=202)
 
 
@@ -115,23 +116,20 @@ def load(request: HttpRequest) -> JsonResponse:
 @staff_required(api=True)
 def cancel(request: HttpRequest) -> JsonResponse:
     job = job_active()
-    if job is None:
+    if job is None or not services.job_cancel(job=job):
         return _error(409, "진행 중인 로드가 없습니다.")
-    job = services.job_cancel(job=job)
-    runner.request_cancel(job.pk)
     return JsonResponse({"job": job_snapshot(job)}, status=202)
 
 
 @require_POST
 @staff_required(api=True)
 def unload(request: HttpRequest) -> JsonResponse:
-    if job_active() is not None or runner.SLOT.busy:
-        return _error(409, "모델을 로드하는 중에는 언로드할 수 없습니다.")
     try:
-        had = runner.SLOT.unload()
+        had = processes.model_unload()
     except LoaderBusy as exc:
         return _error(409, exc.user_message)
-    runner.publisher.publish(loader_state() | {"type": "snapshot"}, force=True)
+    except processes.OwnerUnreachable as exc:
+        return _error(503, f"모델을 가진 서버가 응답하지 않습니다: {exc}")
     return JsonResponse({"unloaded": had, "loaded": None})
 
 

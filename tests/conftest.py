@@ -87,13 +87,13 @@ def require_service(name: str, port: int) -> None:
 
 def wait_finished(job_id: int, timeout: float = 60) -> Any:
     """Wait for an in-process (Django test client) job's thread to end; returns the LoadJob."""
-    from loader import runner
     from loader.models import LoadJob
+    from loader.process import TOKENS
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = LoadJob.objects.get(pk=job_id)
-        if not job.is_active and job.pk not in runner.running_job_ids():
+        if not job.is_active and job.pk not in TOKENS.running():
             return job
         time.sleep(0.05)
     raise TimeoutError(f"job {job_id} still active")

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from loader.process import SLOT
+
 from .conftest import Api, SocketWatcher, db_rows, free_port, job_of, wait_finished, wait_port
 
 
@@ -43,7 +45,6 @@ def test_server_killed_mid_load_is_interrupted_at_next_start(live_server_factory
 def test_unexpected_exception_in_the_load_fails_the_job_and_server_keeps_serving(
     client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from loader import runner
     from loader.pipeline import stages
 
     def broken_metadata(*args: Any, **kwargs: Any) -> Any:
@@ -55,13 +56,13 @@ def test_unexpected_exception_in_the_load_fails_the_job_and_server_keeps_serving
     job = wait_finished(res.json()["job"]["id"])
     assert job.state == "failed" and job.error_code == "internal"
     assert "ZeroDivisionError" in job.error_detail
-    assert runner.SLOT.loaded is None and not runner.SLOT.busy
+    assert SLOT.loaded is None and not SLOT.busy
     monkeypatch.undo()
     assert client.get("/api/status").status_code == 200
     res = client.post("/api/load", data={"model": "tiny"}, content_type="application/json")
     assert res.status_code == 202
     assert wait_finished(res.json()["job"]["id"]).state == "succeeded"
-    runner.SLOT.unload()
+    SLOT.unload()
 
 
 def _start_redis(port: int) -> subprocess.Popen[bytes]:

@@ -13,6 +13,7 @@ from channels.testing import WebsocketCommunicator
 
 from loader import runner, services
 from loader.models import LoadJob
+from loader.process import SLOT, TOKENS
 from mactuner_site.asgi import application as asgi_application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -42,7 +43,7 @@ async def receive_until_final(comm: WebsocketCommunicator, timeout: float = 60) 
 
 @pytest.fixture(autouse=True)
 def _empty_slot() -> None:
-    runner.SLOT.unload()
+    SLOT.unload()
 
 
 def test_first_message_is_the_current_state() -> None:
@@ -100,7 +101,7 @@ def test_late_joiner_gets_the_running_job_first(settings: Any) -> None:
         first = await late.receive_json_from(timeout=5)
         assert first["job"]["id"] == job.pk and first["job"]["state"] == "running"
         assert first["job"]["percent"] > 40 and first["job"]["detail"]["shards"] == 4
-        runner.request_cancel(job.pk)
+        TOKENS.set(job.pk)
         final = (await receive_until_final(late))[-1]
         assert final["job"]["state"] == "cancelled"
         await early.disconnect()
@@ -129,7 +130,7 @@ def test_stall_flag_is_published_without_new_progress(settings: Any) -> None:
         )
         await database_sync_to_async(LoadJob.objects.filter(pk=job.pk).update)(state="running")
         _keep_owner_alive = threading.Event()  # the job is owned by this live process: not an orphan
-        runner._cancels[job.pk] = _keep_owner_alive
+        TOKENS._tokens[job.pk] = _keep_owner_alive
         try:
             comm = await connect()
             first = await comm.receive_json_from(timeout=5)
@@ -139,7 +140,7 @@ def test_stall_flag_is_published_without_new_progress(settings: Any) -> None:
             assert stalled is True
             await comm.disconnect()
         finally:
-            runner._cancels.pop(job.pk, None)
+            TOKENS.close(job.pk)
 
     async_to_sync(body)()
 

@@ -6,6 +6,7 @@ Exit codes: 0 loaded, 1 failed, 2 refused (busy or bad arguments), 130 cancelled
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -21,8 +22,18 @@ from loader.events import publisher
 from loader.pipeline.device import DEVICES, DTYPES
 from loader.pipeline.events import ProgressEvent, Stage
 from loader.pipeline.resolve import warm_imports
-from loader.runner import execute_job, request_cancel, state_for
-from loader.selectors import job_active
+from loader.process import IDENTITY
+from loader.runner import execute_job
+from loader.selectors import job_active, loader_state
+
+
+def default_lang() -> str:
+    """Korean first; an English locale in LANG/LC_ALL switches the messages to English."""
+    for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(var, "")
+        if value:
+            return "en" if value.lower().startswith("en") else "ko"
+    return "ko"
 
 
 class Bars:
@@ -69,8 +80,12 @@ class Command(BaseCommand):
         parser.add_argument("--dtype", default="auto", choices=DTYPES)
         parser.add_argument("--json", action="store_true", help="print the final snapshot as JSON on stdout")
         parser.add_argument("--list", action="store_true", help="list the models the dashboard offers")
+        parser.add_argument(
+            "--lang", choices=("ko", "en"), default=default_lang(), help="message language (default: from LANG)"
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        IDENTITY.serving = False  # the model we load dies with this process: never advertise it
         if opts["list"]:
             for entry in list_models():
                 info = entry.describe()
@@ -91,15 +106,19 @@ class Command(BaseCommand):
         warm_imports()  # before the job exists: viewers should not watch a 4 s import as "preparing"
         try:
             job = services.job_start(
-                model_name=name, model_path=str(path), device=opts["device"], dtype=opts["dtype"], source="cli"
+                model_name=name,
+                model_path=str(path),
+                device=opts["device"],
+                dtype=opts["dtype"],
+                source="cli",
+                lang=opts["lang"],
             )
         except services.JobBusy as busy:
             raise CommandError(str(busy), returncode=2) from None
         cancel = threading.Event()
 
         def on_signal(signum: int, frame: Any) -> None:
-            cancel.set()
-            request_cancel(job.pk)
+            cancel.set()  # our own job: the signal is the cancel, no need to go through the row
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         bars = Bars(sys.stderr)
@@ -110,7 +129,7 @@ class Command(BaseCommand):
             for s, handler in previous.items():
                 signal.signal(s, handler)
         publisher.flush()  # the final snapshot must reach Redis before this process exits
-        state = state_for(job)
+        state = loader_state(job=job)
         if opts["json"]:
             self.stdout.write(json.dumps(state["job"], ensure_ascii=False, indent=2))
         connection.close()

@@ -1,0 +1,107 @@
+"""What each server process holds, written where every process can read it (``ServerProcess``).
+
+Actions: register/heartbeat/expire a process row, record a load or an unload, and unload the
+model whichever process holds it (a local slot directly, another server over its channel).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from .events import publisher
+from .models import ServerProcess
+from .pipeline import LoadedModel
+from .pipeline.errors import LoaderBusy
+from .process import IDENTITY, SLOT
+from .selectors import PROCESS_STALE_S, job_active, loader_state, process_is_live, processes_holding
+
+log = logging.getLogger("loader.processes")
+UNLOAD_WAIT_S = 10.0
+
+
+class OwnerUnreachable(Exception):
+    """The server holding the model did not answer the unload in time."""
+
+
+def _mine() -> ServerProcess:
+    now = timezone.now()
+    row, _ = ServerProcess.objects.update_or_create(
+        host=IDENTITY.host, pid=IDENTITY.pid, defaults={"heartbeat_at": now, "channel": IDENTITY.channel}
+    )
+    return row
+
+
+def process_register(*, channel: str) -> None:
+    """This server starts: a fresh row (a model of a previous process with our pid is not ours)."""
+    IDENTITY.channel = channel
+    ServerProcess.objects.filter(host=IDENTITY.host, pid=IDENTITY.pid).delete()
+    _mine()
+
+
+def process_heartbeat() -> None:
+    if IDENTITY.serving:
+        _mine()
+
+
+def process_expire() -> list[str]:
+    """Drop rows whose process is gone, so a dead server's model stops showing as loaded."""
+    gone = [row for row in ServerProcess.objects.all() if not process_is_live(row)]
+    cutoff = timezone.now() - timedelta(seconds=PROCESS_STALE_S)
+    for row in gone:
+        ServerProcess.objects.filter(pk=row.pk, heartbeat_at__lte=max(row.heartbeat_at, cutoff)).delete()
+    if any(row.model_name for row in gone):
+        transaction.on_commit(lambda: publisher.send(loader_state()))
+    return [f"{row.host}:{row.pid}" for row in gone]
+
+
+def process_record_loaded(*, loaded: LoadedModel) -> None:
+    if not IDENTITY.serving:
+        return
+    _mine()
+    ServerProcess.objects.filter(host=IDENTITY.host, pid=IDENTITY.pid).update(
+        model_name=loaded.name, model_path=str(loaded.path), device=loaded.device, dtype=loaded.dtype,
+        metadata=loaded.metadata, loaded_at=timezone.now(),
+    )  # fmt: skip
+
+
+def process_record_unloaded() -> None:
+    ServerProcess.objects.filter(host=IDENTITY.host, pid=IDENTITY.pid).update(
+        model_name="", model_path="", device="", dtype="", metadata={}, loaded_at=None
+    )
+
+
+def model_unload_local() -> bool:
+    """Empty this process's slot and its row; raises LoaderBusy while a load holds the slot."""
+    had = SLOT.unload()
+    process_record_unloaded()
+    return had
+
+
+def model_unload() -> bool:
+    """Unload whatever model any live server holds; returns whether one was unloaded.
+
+    Refused (LoaderBusy) while a load runs anywhere. Another server is asked over its channel
+    and its row is watched until it is empty.
+    """
+    if job_active() is not None or SLOT.busy:
+        raise LoaderBusy("모델을 로드하는 중에는 언로드할 수 없습니다.", "a load is active")
+    had = model_unload_local() if SLOT.loaded is not None else False
+    others = [row for row in processes_holding() if (row.host, row.pid) != (IDENTITY.host, IDENTITY.pid)]
+    remote = bool(others)
+    for row in others:
+        if row.channel:
+            publisher.send_to(row.channel, {"type": "loader.unload"})
+    deadline = time.monotonic() + UNLOAD_WAIT_S
+    while others and time.monotonic() < deadline:
+        time.sleep(0.05)
+        others = [row for row in others if ServerProcess.objects.filter(pk=row.pk).exclude(model_name="").exists()]
+        others = [row for row in others if process_is_live(row)]
+    if others:
+        raise OwnerUnreachable(", ".join(f"{row.host}:{row.pid}" for row in others))
+    publisher.send(loader_state())
+    return had or remote
