@@ -38,7 +38,7 @@ async def handle(message: dict[str, Any]) -> None:
     if kind == "loader.unload":
         await database_sync_to_async(_unload)()
     elif kind == "loader.cancel" and isinstance(message.get("job_id"), int):
-        TOKENS.set(message["job_id"])
+        TOKENS.fire(message["job_id"])
     else:
         log.warning("agent ignored a message of type %r", kind)
 

@@ -47,7 +47,7 @@ class CancelTokens:
         with self._lock:
             self._tokens.pop(job_id, None)
 
-    def set(self, job_id: int) -> bool:
+    def fire(self, job_id: int) -> bool:
         with self._lock:
             token = self._tokens.get(job_id)
         if token is not None:

@@ -140,8 +140,8 @@ def job_cancel(*, job: LoadJob) -> bool:
     if not _transition(job, ACTIVE, cancel_requested=True, message="취소하는 중..."):
         return False
     if job.owner_host == IDENTITY.host and job.owner_pid == IDENTITY.pid:
-        TOKENS.set(job.pk)
-    else:
+        TOKENS.fire(job.pk)
+    elif job.owner_pid is not None:
         owner = ServerProcess.objects.filter(host=job.owner_host, pid=job.owner_pid).exclude(channel="").first()
         if owner is not None:  # a CLI owner has no channel: it reads the flag from its row
             message = {"type": "loader.cancel", "job_id": job.pk}

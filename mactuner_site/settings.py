@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -80,19 +80,29 @@ TEMPLATES = [
 ]
 
 
-def database_from_url(url: str) -> dict[str, object]:
-    parsed = urlparse(url)
-    if parsed.scheme not in {"postgres", "postgresql"}:
-        raise ImproperlyConfigured(f"DATABASE_URL must be postgres://…, got {parsed.scheme}://")
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": unquote(parsed.path.lstrip("/")) or "postgres",
-        "USER": unquote(parsed.username or ""),
-        "PASSWORD": unquote(parsed.password or ""),
-        "HOST": parsed.hostname or "",
-        "PORT": str(parsed.port or ""),
-        "CONN_MAX_AGE": 0,
-    }
+SQLITE_OPTIONS = {
+    # WAL lets the page read while the load thread (or the CLI) writes; IMMEDIATE takes the
+    # write lock up front so two racing starts queue instead of failing with "locked".
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
+
+
+def database_from_url(url: str) -> dict[str, Any]:
+    """``postgres://…`` or ``sqlite:///path`` (dj-database-url parses; we add our SQLite options)."""
+    import dj_database_url
+
+    try:
+        config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=0))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL is not a database URL this app understands: {exc}") from exc
+    engine = str(config.get("ENGINE", ""))
+    if engine.endswith("sqlite3"):
+        config["OPTIONS"] = {**SQLITE_OPTIONS, **config.get("OPTIONS", {})}
+    elif not engine.endswith("postgresql"):
+        raise ImproperlyConfigured(f"DATABASE_URL must be postgres://… or sqlite:///…, got {engine}")
+    return config
 
 
 if os.environ.get("DATABASE_URL"):
@@ -101,14 +111,9 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
+            # MACTUNER_SQLITE_PATH: where the job history lives without DATABASE_URL.
             "NAME": os.environ.get("MACTUNER_SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
-            # WAL lets the page read while the load thread (or the CLI) writes; IMMEDIATE takes the
-            # write lock up front so two racing starts queue instead of failing with "locked".
-            "OPTIONS": {
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            },
+            "OPTIONS": SQLITE_OPTIONS,
             # A file, not shared-cache memory: the load thread writes while the request thread reads.
             "TEST": {"NAME": os.environ.get("MACTUNER_TEST_SQLITE_PATH", str(BASE_DIR / "test-db.sqlite3"))},
         }

@@ -7,4 +7,5 @@ bash scripts/setup.sh --test
 if [ "${CI:-}" = "true" ]; then bash scripts/services.sh; fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

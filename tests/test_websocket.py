@@ -101,7 +101,7 @@ def test_late_joiner_gets_the_running_job_first(settings: Any) -> None:
         first = await late.receive_json_from(timeout=5)
         assert first["job"]["id"] == job.pk and first["job"]["state"] == "running"
         assert first["job"]["percent"] > 40 and first["job"]["detail"]["shards"] == 4
-        TOKENS.set(job.pk)
+        TOKENS.fire(job.pk)
         final = (await receive_until_final(late))[-1]
         assert final["job"]["state"] == "cancelled"
         await early.disconnect()

@@ -33,7 +33,7 @@ def extract_metadata(model: Any, tokenizer: Any, config: Any, info: CheckpointIn
         "model_class": type(model).__name__,
         "model_type": getattr(config, "model_type", None),
         "parameters": params,
-        "dtype": str(first.dtype).removeprefix("torch."),
+        "dtype": str(first.dtype).removeprefix("torch.") if first is not None else None,
         "device": device,
         "memory_bytes": memory,
         "checkpoint_bytes": info.file_bytes,

@@ -87,8 +87,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **opts: Any) -> None:
         IDENTITY.serving = False  # the model we load dies with this process: never advertise it
         if opts["list"]:
-            for entry in list_models():
-                info = entry.describe()
+            for listed in list_models():
+                info = listed.describe()
                 self.stdout.write(
                     f"{info['name']}\t{info['size_bytes'] / 1e6:.1f} MB\t{info['shards']} shard(s)\t{info['architecture']}"
                 )
