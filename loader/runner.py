@@ -1,29 +1,33 @@
 """Runs a LoadJob through the pipeline: the web's thread target and the CLI's body.
 
 Progress goes through the one ``Throttle``: when it says so the row is written and the one
-snapshot published. The thread opens and closes its own DB connection. Cancel has one route,
+snapshot published. Threads open and close their own DB connections. Cancel has one route,
 the job row's flag: ``services.job_cancel`` sets it and nudges the owner (this process's token
-at once, another server over its agent channel); a CLI owner reads the flag every 0.5 s.
+at once, another server over its agent channel); the supervising thread also reads the flag
+every 0.5 s, which is how a CLI owner (no channel) hears it. A database that cannot be written
+(disk full) never stops a load: progress is still published, the outcome written once it can be.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 
 from . import processes, services
 from .events import Throttle, publisher
 from .models import LoadJob
-from .pipeline import LoadCancelled, LoadError, LoadRequest, ProgressEvent
+from .pipeline import LoadCancelled, LoadedModel, LoadError, LoadRequest, ProgressEvent
 from .process import IDENTITY, SLOT, TOKENS
-from .selectors import loader_state
+from .selectors import job_snapshot, loader_state
 
 CANCEL_POLL_S = 0.5
 UNEXPECTED = "예기치 않은 내부 오류가 발생했습니다. 자세한 내용은 작업 기록(관리자 화면)에 있습니다."
@@ -48,8 +52,8 @@ def _thread_main(job_id: int) -> None:
         log.exception("load thread for job %s crashed", job_id)
         try:
             job = LoadJob.objects.get(pk=job_id)
-            services.job_fail(job=job, code="internal", message=UNEXPECTED, detail=traceback.format_exc())
-            publisher.send(loader_state(job=job))
+            _record(services.job_fail, job=job, code="internal", message=UNEXPECTED, detail=traceback.format_exc())
+            publisher.send(loader_state_safe(job))
         except Exception:
             log.exception("could not record the crash of job %s", job_id)
     finally:
@@ -57,52 +61,156 @@ def _thread_main(job_id: int) -> None:
         connection.close()
 
 
+class _Outcome:
+    """What the worker thread produced, read by the supervising thread once it ends."""
+
+    loaded: LoadedModel | None = None
+    error: BaseException | None = None
+    traceback: str = ""
+
+
+def _work(outcome: _Outcome, request: LoadRequest, on_event: Listener, cancel: threading.Event) -> None:
+    try:
+        outcome.loaded = SLOT.load(request, on_event, cancel)
+    except BaseException as exc:  # handed to the supervisor, which records it
+        outcome.error, outcome.traceback = exc, traceback.format_exc()
+    finally:
+        connection.close()  # the worker's own connection (progress writes)
+
+
 def execute_job(job: LoadJob, cancel: threading.Event, listener: Listener | None = None) -> LoadJob:
-    """Load ``job`` into this process's slot; returns the job in its final state."""
+    """Load ``job`` into this process's slot; returns the job in its final state.
+
+    The pipeline runs in a worker thread and this thread supervises it: it reads the cancel flag
+    of the row (the one cancel route), and if a cancelled load cannot stop (a read blocked on a
+    dead disk or a FIFO) it abandons it after ``ABANDON_AFTER_S`` so the slot serves the next load.
+    """
     request = LoadRequest(
         Path(job.model_path), job.device_requested, job.dtype_requested,
         allow_remote_code=settings.MACTUNER_TRUST_REMOTE_CODE,
         read_limit_bps=settings.MACTUNER_READ_LIMIT_MBPS * 1e6, lang=job.lang, name=job.model_name,
     )  # fmt: skip
     throttle = Throttle()
-    polled = {"at": time.monotonic(), "recorded_unload": False}
+    state = {"muted": False, "recorded_unload": False, "storage_error": ""}
     last_event: list[ProgressEvent] = []
 
     def on_event(event: ProgressEvent) -> None:
+        if state["muted"]:
+            if cancel.is_set():
+                raise LoadCancelled()
+            return
         last_event[:] = [event]  # serialized when due, not on every event
         send, stage_changed = throttle.due(event.stage.value)
         if send:
-            if not polled["recorded_unload"] and SLOT.loaded is None and IDENTITY.serving:
-                polled["recorded_unload"] = True  # the slot dropped the previous model: say so
-                processes.process_record_unloaded()
-            services.job_progress(job=job, event=event.to_dict())
-            publisher.send(loader_state(job=job), force=stage_changed)
-        now = time.monotonic()
-        if now - polled["at"] >= CANCEL_POLL_S:
-            polled["at"] = now
-            if services.job_cancel_requested(job_id=job.pk):
-                cancel.set()
+            try:
+                if not state["recorded_unload"] and SLOT.loaded is None and IDENTITY.serving:
+                    state["recorded_unload"] = True  # the slot dropped the previous model: say so
+                    processes.process_record_unloaded()
+                services.job_progress(job=job, event=event.to_dict())
+                state["storage_error"] = ""
+            except DatabaseError as exc:  # disk full, DB gone: the load goes on, viewers still hear it
+                if not state["storage_error"]:
+                    log.error("job %s: progress not saved: %r", job.pk, exc)
+                state["storage_error"] = repr(exc)
+                _mirror(job, event)
+            publisher.send(loader_state_safe(job), force=stage_changed)
         if listener is not None:
             listener(event)
 
-    try:
-        loaded = SLOT.load(request, on_event, cancel)
-    except LoadCancelled:
-        services.job_mark_cancelled(job=job)
-    except LoadError as exc:
-        services.job_fail(job=job, code=exc.code, message=exc.user_message, detail=exc.detail)
-    except Exception:  # a bug or an exotic checkpoint: record it, keep serving
-        log.exception("load of job %s failed unexpectedly", job.pk)
-        services.job_fail(job=job, code="internal", message=UNEXPECTED, detail=traceback.format_exc())
-    else:
-        processes.process_record_loaded(loaded=loaded)
+    outcome = _Outcome()
+    rss_before = _rss()
+    worker = threading.Thread(
+        target=_work, args=(outcome, request, on_event, cancel), name=f"load-work-{job.pk}", daemon=True
+    )
+    worker.start()
+    cancelled_at = 0.0
+    while worker.is_alive():
+        worker.join(CANCEL_POLL_S)
+        if not cancel.is_set() and _flag_set(job.pk):
+            cancel.set()
+        if cancel.is_set() and worker.is_alive():
+            cancelled_at = cancelled_at or time.monotonic()
+            if time.monotonic() - cancelled_at >= settings.MACTUNER_ABANDON_AFTER_S:
+                state["muted"] = True
+                SLOT.abandon()
+                _record(services.job_abandon, job=job, held_bytes=max(_rss() - rss_before, 0))
+                log.error("job %s: the load did not stop after cancel; abandoned its thread", job.pk)
+                return _finish_publish(job)
+    if isinstance(outcome.error, LoadCancelled):
+        _record(services.job_mark_cancelled, job=job)
+    elif isinstance(outcome.error, LoadError):
+        err = outcome.error
+        _record(services.job_fail, job=job, code=err.code, message=err.user_message, detail=err.detail)
+    elif outcome.error is not None:  # a bug or an exotic checkpoint: record it, keep serving
+        log.error("load of job %s failed unexpectedly:\n%s", job.pk, outcome.traceback)
+        _record(services.job_fail, job=job, code="internal", message=UNEXPECTED, detail=outcome.traceback)
+    elif outcome.loaded is not None:
+        loaded = outcome.loaded
+        _record(processes.process_record_loaded, loaded=loaded)
         final = last_event[0].to_dict()
-        if not services.job_succeed(
-            job=job, device=loaded.device, dtype=loaded.dtype, metadata=loaded.metadata, event=final
-        ):
+        ok = _record(
+            services.job_succeed, job=job, device=loaded.device, dtype=loaded.dtype, metadata=loaded.metadata,
+            event=final,
+        )  # fmt: skip
+        if not ok:
             log.warning("job %s finished loading but its row had already ended (reaped?)", job.pk)
     if SLOT.loaded is None and IDENTITY.serving:
-        processes.process_record_unloaded()
-    job.refresh_from_db()
-    publisher.send(loader_state(job=job))
+        _record(processes.process_record_unloaded)
+    return _finish_publish(job)
+
+
+def _flag_set(job_id: int) -> bool:
+    try:
+        return services.job_cancel_requested(job_id=job_id)
+    except DatabaseError:
+        return False
+
+
+def _record(action: Callable[..., Any], **kwargs: Any) -> Any:
+    """Write an outcome, retrying while the database cannot (a full disk gets room again)."""
+    deadline = time.monotonic() + settings.MACTUNER_STORAGE_RETRY_S
+    delay = 0.2
+    while True:
+        try:
+            return action(**kwargs)
+        except DatabaseError as exc:
+            if time.monotonic() >= deadline:
+                log.error("could not record %s: %r (gave up)", action.__name__, exc)
+                raise
+            log.warning("could not record %s yet: %r (retrying)", action.__name__, exc)
+            close_old_connections()
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _finish_publish(job: LoadJob) -> LoadJob:
+    with contextlib.suppress(DatabaseError):
+        job.refresh_from_db()
+    publisher.send(loader_state_safe(job))
     return job
+
+
+def _mirror(job: LoadJob, event: ProgressEvent) -> None:
+    """Keep the in-memory row current when it cannot be written, so viewers still see progress."""
+    data = event.to_dict()
+    job.stage, job.percent, job.message = data["stage"], data["percent"], data["message"]
+    job.detail, job.timings = data["detail"], data["timings"]
+    if job.state == LoadJob.State.QUEUED:
+        job.state = LoadJob.State.RUNNING
+
+
+def loader_state_safe(job: LoadJob) -> dict[str, Any]:
+    """The snapshot even when the database cannot be read: the job as this thread knows it."""
+    try:
+        return loader_state(job=job)
+    except DatabaseError:
+        return {"type": "snapshot", "job": job_snapshot(job), "loaded": None, "emitted_at": time.time()}
+
+
+def _rss() -> int:
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except Exception:
+        return 0

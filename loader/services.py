@@ -128,6 +128,20 @@ def job_mark_cancelled(*, job: LoadJob) -> bool:
     return _finish(job, S.CANCELLED, message="로드가 취소되었습니다.", cancel_requested=True)
 
 
+def job_abandon(*, job: LoadJob, held_bytes: int) -> bool:
+    """A cancelled load that could not stop (a blocked read): the slot moved on without it."""
+    mb = held_bytes / 1e6
+    return _finish(
+        job, S.CANCELLED, cancel_requested=True, error_code="abandoned",
+        message="로드가 멈추지 않아 포기했습니다(읽기가 막힘). 다음 로드는 정상적으로 할 수 있습니다.",
+        error_message=(
+            "취소했지만 로드가 멈추지 않아(파일 읽기가 응답하지 않음) 포기했습니다. "
+            f"멈춘 작업이 약 {mb:.0f} MB를 서버를 다시 시작할 때까지 사용할 수 있습니다."
+        ),
+        error_detail=f"load thread still blocked after cancel; abandoned; process RSS grew {held_bytes} bytes",
+    )  # fmt: skip
+
+
 # --- cancel: one route for web and CLI jobs, in any process -------------------------------------
 
 

@@ -161,6 +161,11 @@ MACTUNER_HF_CACHE = Path(
 )
 MACTUNER_STALL_SECONDS = float(os.environ.get("MACTUNER_STALL_SECONDS", "120"))
 MACTUNER_TRUST_REMOTE_CODE = env_bool("MACTUNER_TRUST_REMOTE_CODE")
+# A cancelled load that has not stopped after this long (a read blocked on a dead disk or a FIFO)
+# is abandoned so the next load can start; the page and the history say so.
+MACTUNER_ABANDON_AFTER_S = float(os.environ.get("MACTUNER_ABANDON_AFTER_S", "5"))
+# How long the outcome of a load is retried while the database cannot be written (disk full).
+MACTUNER_STORAGE_RETRY_S = float(os.environ.get("MACTUNER_STORAGE_RETRY_S", "600"))
 MACTUNER_WARM_IMPORTS = env_bool("MACTUNER_WARM_IMPORTS", default=True)
 # Optional cap on the weights read rate (MB/s), leaving disk bandwidth to other apps.
 MACTUNER_READ_LIMIT_MBPS = float(os.environ.get("MACTUNER_READ_LIMIT_MBPS", "0"))

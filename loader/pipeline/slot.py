@@ -12,7 +12,7 @@ import weakref
 from typing import Any
 
 from . import device as devices
-from .errors import LoaderBusy, LoadError, OutOfMemory
+from .errors import LoadCancelled, LoaderBusy, LoadError, OutOfMemory
 from .events import EventCallback
 from .request import LoadedModel, LoadRequest
 from .resolve import preflight
@@ -35,6 +35,7 @@ class ModelSlot:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loaded: LoadedModel | None = None
+        self._generation = 0
 
     @property
     def loaded(self) -> LoadedModel | None:
@@ -53,16 +54,24 @@ class ModelSlot:
     def load(
         self, request: LoadRequest, on_event: EventCallback, cancel: threading.Event, max_bytes: int | None = None
     ) -> LoadedModel:
-        if not self._lock.acquire(blocking=False):
+        lock = self._lock  # the lock this load holds, even if the slot is abandoned meanwhile
+        if not lock.acquire(blocking=False):
             raise LoaderBusy("다른 모델을 로드하는 중입니다. 완료되거나 취소된 뒤 다시 시도하세요.", "slot locked")
+        generation = self._generation
         try:
             info = preflight(request)
+            if generation != self._generation:  # abandoned while blocked: the slot is someone else's now
+                raise LoadCancelled()
             self._check_fits(request, info, max_bytes)
             self._unload_locked()
             failure: LoadError | None = None
             try:
-                self._loaded = load_checkpoint(request, on_event, cancel, info=info)
-                return self._loaded
+                loaded = load_checkpoint(request, on_event, cancel, info=info)
+                if generation != self._generation:  # abandoned: nobody waits for this model any more
+                    del loaded
+                    raise LoadCancelled()
+                self._loaded = loaded
+                return loaded
             except LoadError as exc:
                 failure = exc
             # Out of the except block: the traceback's frames (which hold the half-loaded model)
@@ -71,7 +80,16 @@ class ModelSlot:
             devices.release_memory()
             raise failure
         finally:
-            self._lock.release()
+            lock.release()
+
+    def abandon(self) -> None:
+        """Give the slot up to the next load while a load that cannot stop (a blocked read) runs on.
+
+        The stuck thread keeps its old lock and, if it ever returns, finds a newer generation and
+        drops what it built instead of installing it.
+        """
+        self._generation += 1
+        self._lock = threading.Lock()
 
     def _check_fits(self, request: LoadRequest, info: Any, max_bytes: int | None) -> None:
         target = devices.resolve_device(request.device)
