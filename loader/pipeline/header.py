@@ -73,7 +73,7 @@ def _entry(file: Path, name: str, raw: Any, data_len: int) -> HeaderEntry:
         raise _corrupt(file, f"entry {label} has no [start, end] data_offsets")
     start, end = _int(offsets[0]), _int(offsets[1])
     if start is None or end is None or start < 0 or end < start:
-        raise _corrupt(file, f"entry {label} has negative or reversed data_offsets")
+        raise _corrupt(file, f"entry {label} has data_offsets that are not two ordered non-negative integers")
     if end > data_len:
         raise ShardCorrupt(
             f"가중치 파일이 잘렸습니다(불완전한 다운로드?): {file.name}",

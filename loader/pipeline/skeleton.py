@@ -131,10 +131,10 @@ def _renamer(model: Any, state: dict[str, Any]) -> tuple[Any, list[str]]:
     return rename, targets
 
 
-def _shown(names: set[str] | list[str]) -> str:
+def _shown(names: set[str] | list[str], more: str = " 외 {}개") -> str:
     listed = sorted(names)[:SHOWN_NAMES]
     text = ", ".join(n[:80].encode("ascii", "backslashreplace").decode() for n in listed)
-    return text + (f" 외 {len(names) - len(listed)}개" if len(names) > len(listed) else "")
+    return text + (more.format(len(names) - len(listed)) if len(names) > len(listed) else "")
 
 
 def compare(model: Any, info: CheckpointInfo, dtype: str) -> TensorPlan:
@@ -156,6 +156,7 @@ def compare(model: Any, info: CheckpointInfo, dtype: str) -> TensorPlan:
             unexpected.add(key)
         elif not via_converter and tuple(state[target].shape) != tensor.shape:
             mismatched.add(key)
+            sources[target] = key  # present, but wrong: reported as a shape, not as missing
         else:
             sources[target] = key
             converted |= via_converter
@@ -175,7 +176,7 @@ def compare(model: Any, info: CheckpointInfo, dtype: str) -> TensorPlan:
         ):  # fmt: skip
             if names:
                 parts_ko.append(f"{label_ko} {len(names)}개({_shown(names)})")
-                parts_en.append(f"{label_en} {len(names)}: {_shown(names)}")
+                parts_en.append(f"{label_en} {len(names)}: {_shown(names, ' and {} more')}")
         raise WeightsMismatch(
             "체크포인트의 가중치가 모델 구성과 맞지 않아 로드하지 않습니다(무작위 가중치 방지): " + "; ".join(parts_ko),
             f"{plan.model_class}: " + "; ".join(parts_en),
