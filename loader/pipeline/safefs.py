@@ -105,9 +105,8 @@ def parse_json(data: bytes) -> Any:
     except RecursionError:
         raise JsonUnreadable("JSON nested too deeply") from None
     except ValueError as exc:
-        raise JsonUnreadable(
-            f"not JSON ({getattr(exc, 'msg', 'invalid')} at char {getattr(exc, 'pos', '?')})"
-        ) from None
+        where = f"{getattr(exc, 'msg', 'invalid')} at char {getattr(exc, 'pos', '?')}"
+        raise JsonUnreadable(f"not JSON ({type(exc).__name__}: {where})") from None
 
 
 def read_json(file: Path, root: Path, cap: int = CONFIG_CAP) -> Any:
