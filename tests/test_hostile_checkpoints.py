@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from loader.pipeline import LoadError, LoadRequest, ModelSlot
+from loader.pipeline import LoadError, LoadRequest, ModelSlot, preflight
 
 SECRET = b"root:x:0:0:SECRET-BYTES"  # the "outside" file escapes point at
 SECRET_AS_LENGTH = str(struct.unpack("<Q", SECRET[:8])[0])
@@ -128,7 +128,7 @@ def _rename_all(path: Path, _outside: Path) -> None:
         renamed = {k if k == "__metadata__" else f"renamed.{k}": v for k, v in header.items()}
         _write_shard(shard, renamed, data)
         weight_map.update({k: shard.name for k in renamed if k != "__metadata__"})
-    (path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
 
 
 def _drop_first_tensor(path: Path, _outside: Path) -> None:
@@ -221,6 +221,10 @@ CASES: dict[str, tuple[Damage, str]] = {
     "tokenizer.json is 100 MB": (_replace_file("tokenizer.json", _sparse(100 * 1024 * 1024)), "file_too_large"),
     "index weight_map climbs out with ..": (_weight_map("../../../../etc/passwd"), "unsafe_file"),
     "index weight_map names an absolute path": (_weight_map("/etc/passwd"), "unsafe_file"),
+    "index without metadata": (
+        lambda p, o: (p / "model.safetensors.index.json").write_text('{"weight_map": {}}'),
+        "shard_corrupt",
+    ),
     "index is nested 200,000 deep": (
         lambda p, o: (p / "model.safetensors.index.json").write_text(_deep_json(200_000)),
         "shard_corrupt",
@@ -240,6 +244,12 @@ CASES: dict[str, tuple[Damage, str]] = {
     ),
     "model_type is a list": (lambda p, o: _edit_config(p, model_type=["llama"]), "config_unreadable"),
     "a billion layers": (lambda p, o: _edit_config(p, num_hidden_layers=1_000_000_000), "config_unreadable"),
+    "more layers than the checkpoint holds": (lambda p, o: _edit_config(p, num_hidden_layers=1000), "weights_mismatch"),
+    "a million experts": (lambda p, o: _edit_config(p, num_local_experts=1_000_000), "config_unreadable"),
+    "zero attention heads": (lambda p, o: _edit_config(p, num_attention_heads=0), "config_unreadable"),
+    "dtype is not a float type": (lambda p, o: _edit_config(p, dtype="float8_e4m3fn"), "config_unreadable"),
+    "dtype is a number": (lambda p, o: _edit_config(p, dtype=5), "config_unreadable"),
+    "hidden size past int64": (lambda p, o: _edit_config(p, hidden_size=2**70), "config_unreadable"),
     "30 GB config next to a 16-byte tensor": (_described_30gb, "weights_mismatch"),
     # weights that match nothing, or not all
     "every tensor renamed": (_rename_all, "weights_mismatch"),
@@ -330,5 +340,29 @@ def test_hostile_folder_is_refused_in_preflight_with_its_code(
 def test_good_model_still_loads_after_the_hostile_ones(slot: ModelSlot, models_root: Path) -> None:
     assert load_within(slot, models_root / "tiny") is None
     assert slot.loaded is not None and slot.loaded.name == "tiny"
-    plan = slot.loaded and slot.loaded.metadata
-    assert plan
+
+
+@pytest.mark.parametrize(("name", "dtype", "scale"), [("tiny", "auto", 1), ("tied", "auto", 1), ("tied", "float32", 2)])
+def test_preflight_returns_the_plan_the_config_implies(models_root: Path, name: str, dtype: str, scale: int) -> None:
+    info = preflight(LoadRequest(models_root / name, dtype=dtype))
+    plan = info.plan
+    assert plan is not None and plan.model_class == "LlamaForCausalLM"
+    assert plan.nbytes == scale * info.total_bytes  # tied lm_head counted once, per requested dtype
+    sources = {t.source for t in plan.tensors.values() if t.source}
+    assert sources == set(info.tensors)
+    for tensor in plan.tensors.values():
+        if tensor.source:
+            assert tensor.shape == info.tensors[tensor.source].shape
+
+
+def test_keys_without_the_base_model_prefix_still_load(broken: Path, slot: ModelSlot) -> None:
+    """transformers adds a missing ``model.`` prefix itself: such checkpoints are not refused."""
+    weight_map = {}
+    for shard in _shards(broken):
+        header, data = _read_shard(shard)
+        header = {k.removeprefix("model."): v for k, v in header.items()}
+        _write_shard(shard, header, data)
+        weight_map.update({k: shard.name for k in header if k != "__metadata__"})
+    (broken / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    assert load_within(slot, broken) is None
+    assert slot.loaded is not None and slot.loaded.path == broken

@@ -123,6 +123,8 @@ def _index_shards(path: Path, root: Path) -> list[Path]:
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(k, str) for k in weight_map):
         raise ShardCorrupt(f"샤드 인덱스 파일이 손상되었습니다: {path.name}", f"{INDEX_NAME}: no weight_map object")
+    if not isinstance(data.get("metadata"), dict):  # transformers reads it; without it the load fails late
+        raise ShardCorrupt(f"샤드 인덱스 파일이 손상되었습니다: {path.name}", f"{INDEX_NAME}: no metadata object")
     names = sorted({_shard_name(v, path) for v in weight_map.values()})
     files = [path / n for n in names]
     for f in files:

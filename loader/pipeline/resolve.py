@@ -18,6 +18,7 @@ from .request import LoadRequest
 from .safefs import TOKENIZER_CAP, JsonUnreadable, folder_root, read_json
 
 _IMPORT_LOCK = threading.Lock()
+FLOAT_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
 
 
 def warm_imports() -> None:
@@ -39,7 +40,7 @@ def warm_imports() -> None:
 
 def preflight(request: LoadRequest) -> CheckpointInfo:
     """Everything that can be refused before the current model is unloaded."""
-    from .skeleton import build_meta, check_counts, compare, target_dtype
+    from .skeleton import build_meta, check_counts, check_layers, compare, target_dtype
 
     devices.validate_options(request.device, request.dtype)
     try:
@@ -51,6 +52,7 @@ def preflight(request: LoadRequest) -> CheckpointInfo:
     check_counts(info.config)
     if remote or info.config.get("quantization_config"):
         return info  # remote code or a quantizer builds its own modules: no plan to check against
+    check_layers(info.config, info)
     warm_imports()
     import transformers
 
@@ -75,6 +77,12 @@ def check_config_fields(config: dict[str, Any]) -> None:
     model_type = config.get("model_type")
     if model_type is not None and not isinstance(model_type, str):
         raise ConfigUnreadable("config.json의 model_type은 문자열이어야 합니다.", "model_type is not a string")
+    for key in ("dtype", "torch_dtype"):
+        if config.get(key) is not None and config[key] not in FLOAT_DTYPE_NAMES:
+            raise ConfigUnreadable(
+                f"config.json의 {key}는 부동소수점 형식이어야 합니다: {str(config[key])[:40]}",
+                f"{key} is not a float dtype",
+            )
 
 
 def _refuse_remote_code(request: LoadRequest, config: dict[str, Any]) -> bool:

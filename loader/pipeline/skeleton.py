@@ -70,6 +70,27 @@ def check_counts(config: dict[str, Any], where: str = "") -> None:
                     )
 
 
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")
+
+
+def check_layers(config: dict[str, Any], info: CheckpointInfo) -> None:
+    """Refuse a config that needs more layers than the checkpoint could hold, before building it.
+
+    Every layer has at least one tensor, and a checkpoint whose names carry layer indices has
+    one index per layer: a config asking for more describes a model this checkpoint is not.
+    """
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    wanted = max((c.get("num_hidden_layers") for c in (config, text) if type(c.get("num_hidden_layers")) is int),
+                 default=0)  # fmt: skip
+    indices = {m.group(1) for name in info.tensors if (m := _LAYER_INDEX.search(name))}
+    held = len(indices) if indices else len(info.tensors)
+    if wanted > held:
+        raise WeightsMismatch(
+            f"config.json은 층 {wanted}개를 말하지만 체크포인트에는 {held}개뿐입니다(무작위 가중치 방지).",
+            f"config num_hidden_layers={wanted}, checkpoint holds {held} layer(s)",
+        )
+
+
 def target_dtype(requested: str, config: dict[str, Any], info: CheckpointInfo) -> str:
     if requested in _DTYPES:
         return requested
