@@ -366,3 +366,34 @@ def test_keys_without_the_base_model_prefix_still_load(broken: Path, slot: Model
     (broken / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     assert load_within(slot, broken) is None
     assert slot.loaded is not None and slot.loaded.path == broken
+
+
+def _hf_snapshot(models_root: Path, cache: Path) -> Path:
+    """The real HF-cache layout: snapshot files are symlinks into the repo's ``blobs/``."""
+    repo = cache / "models--acme--tiny"
+    snapshot = repo / "snapshots" / "abc123"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for k, f in enumerate(sorted((models_root / "tiny").iterdir())):
+        blob = repo / "blobs" / f"{k:040x}"
+        blob.write_bytes(f.read_bytes())
+        (snapshot / f.name).symlink_to(Path("../../blobs") / blob.name)
+    return snapshot
+
+
+def test_hf_cache_snapshot_linking_into_its_blobs_loads(models_root: Path, tmp_path: Path, slot: ModelSlot) -> None:
+    snapshot = _hf_snapshot(models_root, tmp_path / "hub")
+    assert load_within(slot, snapshot) is None
+    assert slot.loaded is not None and slot.loaded.path == snapshot
+
+
+def test_hf_cache_snapshot_file_linking_out_of_its_repo_is_refused(
+    models_root: Path, tmp_path: Path, outside: Path, slot: ModelSlot
+) -> None:
+    snapshot = _hf_snapshot(models_root, tmp_path / "hub")
+    (snapshot / "tokenizer_config.json").unlink()
+    (snapshot / "tokenizer_config.json").symlink_to(Path("../../../..") / outside.name)
+    before = slot.loaded
+    error = load_within(slot, snapshot)
+    assert isinstance(error, LoadError) and error.code == "unsafe_file"
+    assert slot.loaded is before

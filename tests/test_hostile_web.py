@@ -58,6 +58,9 @@ def hostile_root(models_root: Path, tmp_path: Path, settings: object) -> Path:
     (cache / "models--evil--ref" / "refs" / "main").write_text("../../../good")
     (cache / "models--evil--link" / "snapshots").mkdir(parents=True)
     (cache / "models--evil--link" / "snapshots" / "abc").symlink_to(root / "good")
+    (cache / "models--evil--fifo" / "refs").mkdir(parents=True)
+    shutil.copytree(root / "good", cache / "models--evil--fifo" / "snapshots" / "abc")
+    os.mkfifo(cache / "models--evil--fifo" / "refs" / "main")
     settings.MACTUNER_MODELS_DIR = root  # type: ignore[attr-defined]
     settings.MACTUNER_HF_CACHE = cache  # type: ignore[attr-defined]
     return root
@@ -77,6 +80,7 @@ def test_model_list_survives_every_hostile_folder(client: Client, hostile_root: 
         assert models[name]["problem"], name  # listed, with the reason
         assert set(models[name]) >= {"name", "size_bytes", "shards", "architecture", "model_type", "source"}
     assert models["arch-five"]["architecture"] is None
+    assert all(m["problem"] is None for name, m in models.items() if name in ("fifo-tokenizer", "renamed"))
     assert not any(name.startswith("evil/") for name in models)  # HF-cache escapes are not offered
     out = StringIO()
     call_command("loadmodel", "--list", stdout=out)
@@ -109,3 +113,13 @@ def test_hostile_load_fails_typed_and_the_next_load_works(
     assert LoadJob.objects.count() == 2  # the failed job stays in the history
     status = client.get("/api/status").json()
     assert status["loaded"]["name"] == "good"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
+def test_unreadable_folder_is_listed_with_its_problem(client: Client, hostile_root: Path) -> None:
+    (hostile_root / "arch-five").chmod(0)
+    try:
+        models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
+        assert models["arch-five"]["problem"]
+    finally:
+        (hostile_root / "arch-five").chmod(0o755)
