@@ -112,7 +112,7 @@ def test_model_that_cannot_fit_is_refused_and_current_model_stays(models_root: P
     before = slot.loaded
     with pytest.raises(LoadError) as info:
         slot.load(LoadRequest(models_root / "medium"), lambda e: None, threading.Event(), max_bytes=10_000_000)
-    assert info.value.code == "out_of_memory"
+    assert info.value.code == "does_not_fit"
     assert "필요" in info.value.user_message and "GB" in info.value.user_message
     assert slot.loaded is before
 

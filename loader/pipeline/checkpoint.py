@@ -2,16 +2,15 @@
 
 Everything here is cheap (JSON and safetensors headers only), so it runs before anything is
 unloaded: a broken folder is refused while the current model stays loaded, and the weights
-stage gets exact bytes per tensor for byte-weighted progress.
+stage gets exact bytes per tensor for byte-weighted progress. Every file goes through
+``safefs`` (regular, inside the folder, size-capped) and every header through ``header``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import (
@@ -21,14 +20,15 @@ from .errors import (
     NotAModelFolder,
     ShardCorrupt,
     ShardMissing,
+    UnsafeFile,
 )
+from .header import DTYPE_BYTES, MAX_HEADER_BYTES, read_header
+from .safefs import CONFIG_CAP, JsonUnreadable, check_file, check_folder_files, folder_root, read_json
 
-MAX_HEADER_BYTES = 100 * 1024 * 1024
-DTYPE_BYTES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
-}  # fmt: skip
+__all__ = ["DTYPE_BYTES", "FLOAT_DTYPES", "INDEX_NAME", "MAX_HEADER_BYTES", "CheckpointInfo", "TensorInfo"]
+
 INDEX_NAME = "model.safetensors.index.json"
+FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 
 
 @dataclass
@@ -37,6 +37,7 @@ class TensorInfo:
     dtype: str
     numel: int
     nbytes: int
+    shape: tuple[int, ...] = ()
 
 
 @dataclass
@@ -45,6 +46,9 @@ class CheckpointInfo:
     config: dict[str, Any]
     shard_files: list[Path] = field(default_factory=list)
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
+    root: Path | None = None
+    # What the config implies (``skeleton.TensorPlan``), set by the preflight once it is checked.
+    plan: Any = None
 
     @property
     def total_bytes(self) -> int:
@@ -56,8 +60,11 @@ class CheckpointInfo:
 
     @property
     def architecture(self) -> str:
-        archs = self.config.get("architectures") or []
-        return str(archs[0]) if archs else str(self.config.get("model_type", "?"))
+        archs = self.config.get("architectures")
+        if isinstance(archs, list) and archs and isinstance(archs[0], str):
+            return archs[0]
+        model_type = self.config.get("model_type")
+        return model_type if isinstance(model_type, str) else "?"
 
     def bytes_at(self, target_element_size: int | None) -> int:
         """Memory the weights need once loaded in a dtype of ``target_element_size`` bytes."""
@@ -68,83 +75,75 @@ class CheckpointInfo:
         )
 
 
-FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
-
-
-def read_config(path: Path) -> dict[str, Any]:
+def _open_folder(path: Path) -> None:
     if not path.exists():
         raise FolderMissing(f"모델 폴더를 찾을 수 없습니다: {path.name}", f"{path} does not exist")
     if not path.is_dir():
         raise NotAModelFolder(f"모델 폴더가 아닙니다: {path.name}", f"{path} is not a directory")
     if not os.access(path, os.R_OK | os.X_OK):
         raise FolderUnreadable(f"모델 폴더를 읽을 수 없습니다(권한): {path.name}", f"{path}: no read permission")
+
+
+def read_config(path: Path, root: Path | None = None) -> dict[str, Any]:
+    _open_folder(path)
+    root = root or folder_root(path)
     config_path = path / "config.json"
-    if not config_path.is_file():
+    if not os.path.lexists(config_path):
         raise NotAModelFolder(f"모델 폴더가 아닙니다(config.json 없음): {path.name}", f"{config_path} missing")
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config = read_json(config_path, root, CONFIG_CAP)
     except PermissionError as exc:
         raise FolderUnreadable(f"config.json을 읽을 수 없습니다(권한): {path.name}", repr(exc)) from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigUnreadable(f"config.json을 읽을 수 없습니다: {path.name}", repr(exc)) from exc
+    except FileNotFoundError as exc:
+        raise NotAModelFolder(f"모델 폴더가 아닙니다(config.json 없음): {path.name}", "config.json missing") from exc
+    except (OSError, JsonUnreadable) as exc:
+        raise ConfigUnreadable(f"config.json을 읽을 수 없습니다: {path.name}", f"config.json: {exc}") from exc
     if not isinstance(config, dict):
         raise ConfigUnreadable(f"config.json 형식이 잘못되었습니다: {path.name}", "top level is not an object")
     return config
 
 
-def read_safetensors_header(file: Path) -> dict[str, Any]:
-    """Parse and sanity-check one shard's header, so truncation is caught before loading."""
-    try:
-        size = file.stat().st_size
-        with file.open("rb") as fh:
-            raw_len = fh.read(8)
-            if len(raw_len) < 8:
-                raise ShardCorrupt(f"가중치 파일이 손상되었습니다: {file.name}", f"{file}: shorter than 8 bytes")
-            (header_len,) = struct.unpack("<Q", raw_len)
-            if header_len <= 0 or header_len > MAX_HEADER_BYTES or 8 + header_len > size:
-                raise ShardCorrupt(
-                    f"가중치 파일이 손상되었습니다: {file.name}", f"{file}: bad header length {header_len}"
-                )
-            header = json.loads(fh.read(header_len).decode("utf-8"))
-    except PermissionError as exc:
-        raise FolderUnreadable(f"가중치 파일을 읽을 수 없습니다(권한): {file.name}", repr(exc)) from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ShardCorrupt(f"가중치 파일 헤더가 손상되었습니다: {file.name}", repr(exc)) from exc
-    if not isinstance(header, dict):
-        raise ShardCorrupt(f"가중치 파일 헤더가 손상되었습니다: {file.name}", "header is not an object")
-    data_end = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            start, end = entry["data_offsets"]
-            data_end = max(data_end, int(end))
-            _ = entry["dtype"], entry["shape"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ShardCorrupt(f"가중치 파일 헤더가 손상되었습니다: {file.name}", f"{name}: {exc!r}") from exc
-    if 8 + header_len + data_end > size:
-        raise ShardCorrupt(
-            f"가중치 파일이 잘렸습니다(불완전한 다운로드?): {file.name}",
-            f"{file}: {size} bytes on disk, header needs {8 + header_len + data_end}",
+def _shard_name(name: Any, path: Path) -> str:
+    """A shard named by the index must be a plain relative path inside the folder."""
+    pure = PurePosixPath(name) if isinstance(name, str) else None
+    if pure is None or not name or "\\" in name or "\0" in name or pure.is_absolute() or ".." in pure.parts:
+        raise UnsafeFile(
+            f"샤드 인덱스가 모델 폴더 밖의 파일을 가리킵니다: {path.name}",
+            f"{INDEX_NAME}: a weight_map entry is not a file name inside the folder",
         )
-    return header
+    return name
 
 
-def shard_files(path: Path) -> list[Path]:
+def _index_shards(path: Path, root: Path) -> list[Path]:
     index = path / INDEX_NAME
-    if index.is_file():
+    try:
+        data = read_json(index, root, CONFIG_CAP)
+    except (OSError, JsonUnreadable) as exc:
+        raise ShardCorrupt(f"샤드 인덱스 파일이 손상되었습니다: {path.name}", f"{INDEX_NAME}: {exc}") from exc
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(k, str) for k in weight_map):
+        raise ShardCorrupt(f"샤드 인덱스 파일이 손상되었습니다: {path.name}", f"{INDEX_NAME}: no weight_map object")
+    if not isinstance(data.get("metadata"), dict):  # transformers reads it; without it the load fails late
+        raise ShardCorrupt(f"샤드 인덱스 파일이 손상되었습니다: {path.name}", f"{INDEX_NAME}: no metadata object")
+    names = sorted({_shard_name(v, path) for v in weight_map.values()})
+    files = [path / n for n in names]
+    for f in files:
         try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            names = sorted(set(weight_map.values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ShardCorrupt(f"샤드 인덱스 파일이 손상되었습니다: {path.name}", repr(exc)) from exc
-        files = [path / n for n in names]
-        for f in files:
-            if not f.is_file():
-                raise ShardMissing(f"샤드 파일이 없습니다: {f.name} ({len(files)}개 중)", f"{index} names missing {f}")
-        return files
+            check_file(f, root)
+        except FileNotFoundError:
+            raise ShardMissing(
+                f"샤드 파일이 없습니다: {f.name} ({len(files)}개 중)", f"{INDEX_NAME} names a missing shard {f.name}"
+            ) from None
+    return files
+
+
+def shard_files(path: Path, root: Path | None = None) -> list[Path]:
+    root = root or folder_root(path)
+    if os.path.lexists(path / INDEX_NAME):
+        return _index_shards(path, root)
     single = path / "model.safetensors"
-    if single.is_file():
+    if os.path.lexists(single):
+        check_file(single, root)
         return [single]
     if any(path.glob("*.bin")) or any(path.glob("*.pth")):
         raise NotAModelFolder(
@@ -157,15 +156,21 @@ def shard_files(path: Path) -> list[Path]:
 def inspect_checkpoint(path: Path) -> CheckpointInfo:
     """Config + every shard header; raises a typed error for anything a load would trip on."""
     path = Path(path)
-    info = CheckpointInfo(path=path, config=read_config(path))
-    info.shard_files = shard_files(path)
+    _open_folder(path)
+    root = folder_root(path)
+    info = CheckpointInfo(path=path, config=read_config(path, root), root=root)
+    check_folder_files(path, root)  # tokenizer & co: before AutoTokenizer opens any of them
+    info.shard_files = shard_files(path, root)
     for k, file in enumerate(info.shard_files, start=1):
-        for name, entry in read_safetensors_header(file).items():
-            if name == "__metadata__":
-                continue
-            numel = 1
-            for dim in entry["shape"]:
-                numel *= int(dim)
-            start, end = entry["data_offsets"]
-            info.tensors[name] = TensorInfo(k, entry["dtype"], numel, int(end) - int(start))
+        try:
+            entries = read_header(file, root)
+        except PermissionError as exc:
+            raise FolderUnreadable(f"가중치 파일을 읽을 수 없습니다(권한): {file.name}", repr(exc)) from exc
+        for name, e in entries.items():
+            if name in info.tensors:
+                raise ShardCorrupt(
+                    f"같은 텐서가 여러 샤드에 있습니다: {file.name}",
+                    f"tensor {name[:80]!r} appears in two shards",
+                )
+            info.tensors[name] = TensorInfo(k, e.dtype, e.numel, e.end - e.start, e.shape)
     return info

@@ -68,7 +68,33 @@ class MissingPackage(LoadError):
 
 
 class OutOfMemory(LoadError):
+    """Memory ran out during the load itself (the preflight's refusal is ``DoesNotFit``)."""
+
     code = "out_of_memory"
+
+
+class DoesNotFit(LoadError):
+    """The preflight's refusal: the weights need more memory than the device has free."""
+
+    code = "does_not_fit"
+
+
+class WeightsMismatch(LoadError):
+    """The checkpoint's tensors are not the model's: loading would leave random weights."""
+
+    code = "weights_mismatch"
+
+
+class UnsafeFile(LoadError):
+    """A file the loader would read is not a regular file inside the model's folder."""
+
+    code = "unsafe_file"
+
+
+class FileTooLarge(LoadError):
+    """A JSON or tokenizer file is larger than any real one; it is refused unread."""
+
+    code = "file_too_large"
 
 
 class LoaderBusy(LoadError):

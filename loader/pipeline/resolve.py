@@ -1,22 +1,24 @@
 """Everything decided before the weights: imports, preflight checks, config and model class.
 
 Kept apart from the staged load so the checks that refuse a model (before the current one is
-unloaded) read as one list.
+unloaded) read as one list: options, files (``checkpoint``/``safefs``), remote code, the
+config's own fields and bounds, and the weights the config implies (``skeleton``).
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import threading
-from pathlib import Path
 from typing import Any
 
 from . import device as devices
 from .checkpoint import CheckpointInfo, inspect_checkpoint
-from .errors import ConfigUnreadable, RemoteCodeRefused, UnknownArchitecture
+from .errors import ConfigUnreadable, FolderUnreadable, RemoteCodeRefused, UnknownArchitecture
 from .request import LoadRequest
+from .safefs import TOKENIZER_CAP, JsonUnreadable, folder_root, read_json
 
 _IMPORT_LOCK = threading.Lock()
+FLOAT_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
 
 
 def warm_imports() -> None:
@@ -38,61 +40,120 @@ def warm_imports() -> None:
 
 def preflight(request: LoadRequest) -> CheckpointInfo:
     """Everything that can be refused before the current model is unloaded."""
+    from .skeleton import build_meta, check_counts, check_layers, compare, target_dtype
+
     devices.validate_options(request.device, request.dtype)
-    info = inspect_checkpoint(request.path)
-    _refuse_remote_code(request.path, info.config, request.allow_remote_code)
+    try:
+        info = inspect_checkpoint(request.path)
+    except OSError as exc:  # permission, I/O error, a link swapped under us: never untyped
+        raise FolderUnreadable(f"모델 폴더의 파일을 읽을 수 없습니다: {request.path.name}", repr(exc)) from exc
+    remote = _refuse_remote_code(request, info.config)
+    check_config_fields(info.config)
+    check_counts(info.config)
+    if remote or info.config.get("quantization_config"):
+        return info  # remote code or a quantizer builds its own modules: no plan to check against
+    check_layers(info.config, info)
+    warm_imports()
+    import transformers
+
+    config = load_config(transformers, request, info.config)
+    model_cls = concrete_class(transformers, config)
+    dtype = target_dtype(request.dtype, info.config, info)
+    model = build_meta(model_cls, config, dtype)
+    info.plan = compare(model, info, dtype)
     return info
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+def check_config_fields(config: dict[str, Any]) -> None:
+    """``architectures`` is a list of class names and ``model_type`` a name, or the config is wrong."""
+    archs = config.get("architectures")
+    if archs is not None and not (
+        isinstance(archs, list) and all(isinstance(a, str) and a.isidentifier() for a in archs)
+    ):
+        raise ConfigUnreadable(
+            "config.json의 architectures는 모델 클래스 이름의 목록이어야 합니다.",
+            "architectures is not a list of names",
+        )
+    model_type = config.get("model_type")
+    if model_type is not None and not isinstance(model_type, str):
+        raise ConfigUnreadable("config.json의 model_type은 문자열이어야 합니다.", "model_type is not a string")
+    for key in ("dtype", "torch_dtype"):
+        if config.get(key) is not None and config[key] not in FLOAT_DTYPE_NAMES:
+            raise ConfigUnreadable(
+                f"config.json의 {key}는 부동소수점 형식이어야 합니다: {str(config[key])[:40]}",
+                f"{key} is not a float dtype",
+            )
 
 
-def _refuse_remote_code(path: Path, config: dict[str, Any], allowed: bool) -> None:
-    if allowed:
-        return
-    tok_config = _read_json(path / "tokenizer_config.json") or {}
-    if config.get("auto_map") or tok_config.get("auto_map"):
+def _refuse_remote_code(request: LoadRequest, config: dict[str, Any]) -> bool:
+    """True when the model needs remote code (and it is allowed); refuses it otherwise."""
+    tok_config: Any = {}
+    with contextlib.suppress(OSError, JsonUnreadable):  # the tokenizer stage words its own errors
+        tok_config = read_json(request.path / "tokenizer_config.json", folder_root(request.path), TOKENIZER_CAP)
+    needs = bool(config.get("auto_map") or (isinstance(tok_config, dict) and tok_config.get("auto_map")))
+    if needs and not request.allow_remote_code:
         raise RemoteCodeRefused(
             "이 모델은 모델 폴더의 파이썬 코드를 실행해야 합니다(trust_remote_code). "
             "보안을 위해 기본적으로 거부됩니다. 관리자가 설정에서 허용할 수 있습니다.",
-            f"{path}: auto_map present and trust_remote_code is off",
+            f"{request.path}: auto_map present and trust_remote_code is off",
         )
+    return needs
 
 
-def load_config(transformers: Any, request: LoadRequest) -> Any:
+def load_config(transformers: Any, request: LoadRequest, raw: dict[str, Any] | None = None) -> Any:
     try:
         return transformers.AutoConfig.from_pretrained(str(request.path), trust_remote_code=request.allow_remote_code)
     except ValueError as exc:
-        model_type = (_read_json(request.path / "config.json") or {}).get("model_type")
+        if raw is None:
+            try:
+                raw = read_json(request.path / "config.json", folder_root(request.path))
+            except (OSError, JsonUnreadable):
+                raw = None
+        model_type = raw.get("model_type") if isinstance(raw, dict) else None
         if not model_type:
             raise ConfigUnreadable(f"config.json에 model_type이 없습니다: {request.path.name}", repr(exc)) from exc
-        if model_type not in transformers.CONFIG_MAPPING:
+        if isinstance(model_type, str) and model_type not in transformers.CONFIG_MAPPING:
             raise UnknownArchitecture(
-                f"이 버전의 transformers가 지원하지 않는 모델 유형입니다: {model_type}", repr(exc)
+                f"이 버전의 transformers가 지원하지 않는 모델 유형입니다: {model_type[:80]}", repr(exc)[:500]
             ) from exc
-        raise ConfigUnreadable(f"config.json의 값이 잘못되었습니다: {request.path.name}", repr(exc)) from exc
+        raise ConfigUnreadable(f"config.json의 값이 잘못되었습니다: {request.path.name}", repr(exc)[:500]) from exc
     except Exception as exc:
-        raise ConfigUnreadable(f"config.json의 값이 잘못되었습니다: {request.path.name}", repr(exc)) from exc
+        raise ConfigUnreadable(f"config.json의 값이 잘못되었습니다: {request.path.name}", repr(exc)[:500]) from exc
+
+
+def _is_model_class(transformers: Any, cls: Any) -> bool:
+    return isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)
 
 
 def model_class(transformers: Any, config: Any) -> Any:
-    archs = list(getattr(config, "architectures", None) or [])
+    archs = getattr(config, "architectures", None) or []
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise ConfigUnreadable(
+            "config.json의 architectures는 모델 클래스 이름의 목록이어야 합니다.", f"{archs!r}"[:200]
+        )
     for arch in archs:
         if arch.endswith("ForCausalLM"):
             auto = transformers.AutoModelForCausalLM
             if type(config) in auto._model_mapping:
                 return auto._model_mapping[type(config)]  # imports the modeling module now, not mid-weights
-            return auto
-        cls = getattr(transformers, arch, None)
-        if cls is not None:
+        cls = getattr(transformers, arch, None) if arch.isidentifier() else None
+        if _is_model_class(transformers, cls):
             return cls
     if archs:
         raise UnknownArchitecture(
-            f"이 버전의 transformers가 모르는 아키텍처입니다: {archs[0]}", f"architectures={archs}"
+            f"이 버전의 transformers가 모르는 모델 클래스입니다: {archs[0][:80]}", f"architectures={archs!r}"[:300]
         )
     return transformers.AutoModelForCausalLM
+
+
+def concrete_class(transformers: Any, config: Any) -> Any:
+    """The class ``from_pretrained`` will build; an Auto class is resolved through its mapping."""
+    cls = model_class(transformers, config)
+    if _is_model_class(transformers, cls):
+        return cls
+    mapping = cls._model_mapping
+    if type(config) not in mapping:
+        raise UnknownArchitecture(
+            f"이 구성으로 만들 수 있는 언어 모델 클래스가 없습니다: {type(config).__name__}", f"{type(config)!r}"
+        )
+    return mapping[type(config)]

@@ -12,7 +12,7 @@ import weakref
 from typing import Any
 
 from . import device as devices
-from .errors import LoadCancelled, LoaderBusy, LoadError, OutOfMemory
+from .errors import DoesNotFit, LoadCancelled, LoaderBusy, LoadError
 from .events import EventCallback
 from .request import LoadedModel, LoadRequest
 from .resolve import preflight
@@ -95,13 +95,15 @@ class ModelSlot:
         target = devices.resolve_device(request.device)
         element = devices.DTYPE_ELEMENT_SIZE.get(request.dtype)
         need = info.bytes_at(element)
+        if info.plan is not None:  # what the config implies, in the dtype the model will hold
+            need = max(need, info.plan.nbytes)
         current = self._loaded
         freed = int(current.metadata.get("memory_bytes", 0)) if current and current.device == target else 0
         available = devices.available_bytes(target) + freed
         if max_bytes is not None:
             available = min(available, max_bytes)
         if need > available:
-            raise OutOfMemory(
+            raise DoesNotFit(
                 f"메모리가 부족합니다: {_gb(need)} 필요, {target}에서 {_gb(available)} 사용 가능",
                 f"need={need} available={available} device={target}",
             )
