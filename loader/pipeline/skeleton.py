@@ -79,9 +79,10 @@ def check_layers(config: dict[str, Any], info: CheckpointInfo) -> None:
     Every layer has at least one tensor, and a checkpoint whose names carry layer indices has
     one index per layer: a config asking for more describes a model this checkpoint is not.
     """
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
-    wanted = max((c.get("num_hidden_layers") for c in (config, text) if type(c.get("num_hidden_layers")) is int),
-                 default=0)  # fmt: skip
+    text_config = config.get("text_config")
+    text: dict[str, Any] = text_config if isinstance(text_config, dict) else {}
+    counts = [c["num_hidden_layers"] for c in (config, text) if type(c.get("num_hidden_layers")) is int]
+    wanted: int = max(counts, default=0)
     indices = {m.group(1) for name in info.tensors if (m := _LAYER_INDEX.search(name))}
     held = len(indices) if indices else len(info.tensors)
     if wanted > held:
