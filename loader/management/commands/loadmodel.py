@@ -85,7 +85,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        IDENTITY.serving = False  # the model we load dies with this process: never advertise it
+        serving, IDENTITY.serving = IDENTITY.serving, False  # our model dies with us: never advertise it
+        try:
+            self._handle(opts)
+        finally:
+            IDENTITY.serving = serving
+
+    def _handle(self, opts: dict[str, Any]) -> None:
         if opts["list"]:
             for listed in list_models():
                 info = listed.describe()
