@@ -57,7 +57,7 @@ class LoadJobAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("총 시간"))
     def total_time(self, obj: LoadJob) -> str:
-        total = (obj.timings or {}).get("total")
+        total = (obj.timings or {}).get("total", obj.total_seconds)  # a failed load: its wall time
         return f"{float(total):.2f}s" if isinstance(total, int | float) else "—"
 
     @admin.display(description=_("읽기 속도"))

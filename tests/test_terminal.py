@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from loader.terminal import TerminalBars
 
-from .conftest import PYTHON, ROOT, Api, free_port, migrate, server_env, wait_port
+from .conftest import PYTHON, ROOT, Api, SocketWatcher, free_port, migrate, server_env, wait_port
 
 STAGES = ("preparing", "tokenizer", "config", "weights", "device", "metadata")
 
@@ -117,6 +117,28 @@ def test_bars_off_keeps_the_stage_log_lines(pty_server: Any) -> None:
     text = server.wait_for(rf"✅ 모델 로드 완료! #{job['id']} tiny")
     assert "Loading checkpoint shards" not in text and "%|" not in text
     assert set(stage_lines(text, job["id"])) == set(STAGES)
+
+
+def test_cli_load_seen_by_the_server_shows_in_its_terminal_too(
+    pty_server: Any, models_root: Path, tmp_path: Path
+) -> None:
+    server = pty_server()
+    watcher = SocketWatcher(server)  # type: ignore[arg-type]  # the server watches the DB while a page is open
+    try:
+        env = server_env(models_root, tmp_path / "db0.sqlite3", MACTUNER_READ_LIMIT_MBPS="60")
+        cli = subprocess.run(
+            [PYTHON, "manage.py", "loadmodel", "medium", "--device", "cpu"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        watcher.close()
+    assert cli.returncode == 0, cli.stderr
+    assert "Loading checkpoint shards" in cli.stderr and "로드 시작" not in cli.stderr, (
+        "the CLI draws its own bars once"
+    )
+    text = server.wait_for(r"✅ 모델 로드 완료! #1 medium")
+    assert "로드 시작 #1: medium (cli" in text and "Loading checkpoint shards" in text
+    assert re.search(r"✅ 모델 로드 완료!\s+100%\|", text)
 
 
 def snapshot(job_id: int, stage: str, percent: float, timings: dict[str, float], **job: Any) -> dict[str, Any]:

@@ -131,6 +131,13 @@
     el.replaceChildren(bar, legend);
   }
 
+  // A failed or cancelled load has no measured total: its wall time is what the user waited.
+  function totalSeconds(job) {
+    if (job.timings && typeof job.timings.total === "number") return job.timings.total;
+    const began = Date.parse(job.started_at || ""), ended = Date.parse(job.finished_at || "");
+    return began && ended ? (ended - began) / 1000 : null;
+  }
+
   function upsertHistory(job) {
     if (typeof job.id !== "number") return;
     history = [job, ...history.filter((j) => j.id !== job.id)].sort((a, b) => b.id - a.id).slice(0, HISTORY_ROWS);
@@ -145,7 +152,7 @@
         job.model,
         T.sources[job.source] || job.source,
         T.states[job.state] || job.state,
-        t.total !== undefined && !job.active ? fmtSecs(t.total) : "—",
+        job.active ? "—" : fmtSecs(totalSeconds(job)) || "—",
         d.bytes_per_s ? (d.bytes_per_s / 1e6).toFixed(0) + " MB/s" : "—",
         T.cache[d.cache] || "—",
       ];
