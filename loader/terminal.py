@@ -12,6 +12,7 @@ it never raises into the publisher (a broken terminal must not break a load).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -97,7 +98,12 @@ class TerminalBars:
                 self._show(state)
         except Exception:
             log.exception("terminal progress failed; the load goes on")
-            self._bars = None  # do not retry a broken stream on every snapshot
+            self.close()  # do not retry a broken stream on every snapshot
+
+    def close(self) -> None:
+        """Drop the bars of a job whose end never came (the process exits mid-load)."""
+        with contextlib.suppress(Exception):
+            self._close_bars()
 
     def _show(self, state: dict[str, Any]) -> None:
         job = state.get("job")
@@ -171,3 +177,4 @@ class TerminalBars:
 
 
 terminal = TerminalBars()
+atexit.register(terminal.close)  # before tqdm's own teardown, or its __del__ fails at exit
