@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from .history import expected_total_seconds
 from .models import LoadJob, ServerProcess
 from .pipeline.events import WeightsDetail
 from .process import IDENTITY, pid_alive
@@ -68,6 +69,7 @@ def job_snapshot(job: LoadJob | None) -> dict[str, Any] | None:
         "source": job.source,
         "detail": DETAIL_DEFAULTS | (job.detail or {}),
         "timings": job.timings or {},
+        "expected_total_s": expected_total_seconds(job.model_name) if job.is_active else None,
         "metadata": job.metadata or {},
         "stalled": job_is_stalled(job),
         "cancel_requested": job.cancel_requested,

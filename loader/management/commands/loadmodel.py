@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,12 @@ from loader import services
 from loader.catalog import find_model, list_models
 from loader.events import publisher
 from loader.pipeline.device import DEVICES, DTYPES
-from loader.pipeline.events import ProgressEvent, Stage
+from loader.pipeline.events import ProgressEvent
 from loader.pipeline.resolve import warm_imports
 from loader.process import IDENTITY
 from loader.runner import execute_job
 from loader.selectors import job_active, loader_state
+from loader.terminal import LoadBars
 
 
 def default_lang() -> str:
@@ -37,38 +39,16 @@ def default_lang() -> str:
 
 
 class Bars:
-    """An overall bar with the stage message and a bytes bar for the weights, as on stderr."""
+    """The overall bar with the stage message and the bytes bar, on stderr (shared with the server)."""
 
     def __init__(self, stream: Any) -> None:
-        from tqdm import tqdm
-
-        self.tqdm, self.stream = tqdm, stream
-        self.overall = tqdm(
-            total=100, desc="준비 중...", file=stream, bar_format="{desc:<24} {percentage:3.0f}%|{bar}| [{elapsed}]"
-        )
-        self.weights: Any = None
+        self.bars = LoadBars(stream)
 
     def __call__(self, event: ProgressEvent) -> None:
-        self.overall.set_description_str(event.message, refresh=False)
-        self.overall.update(max(event.percent - self.overall.n, 0))
-        d = event.detail
-        if event.stage is Stage.WEIGHTS and d.bytes_total:
-            if self.weights is None:
-                self.weights = self.tqdm(
-                    total=d.bytes_total,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1000,
-                    file=self.stream,
-                    desc="Loading checkpoint shards",
-                )
-            self.weights.set_postfix_str(f"shard {d.shard}/{d.shards}", refresh=False)
-            self.weights.update(max(d.bytes_done - self.weights.n, 0))
+        self.bars.update(event.stage.value, event.percent, event.message, asdict(event.detail))
 
     def close(self) -> None:
-        if self.weights is not None:
-            self.weights.close()
-        self.overall.close()
+        self.bars.close()
 
 
 class Command(BaseCommand):
