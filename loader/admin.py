@@ -20,14 +20,17 @@ from .models import LoadJob
 @admin.register(LoadJob)
 class LoadJobAdmin(admin.ModelAdmin):
     list_display = (
-        "id", "model", "started_from", "outcome", "stage_label", "device", "dtype", "total_time", "read_rate",
+        "id", "model_label", "started_from", "outcome", "stage_label", "device", "dtype", "total_time", "read_rate",
         "cache", "created_at",
     )  # fmt: skip
     list_filter = ("state", "source", "device")
     search_fields = ("model_name", "model_path")
     date_hierarchy = "created_at"
     fieldsets = (
-        (None, {"fields": ("model", "model_path", "started_from", "outcome", "stage_label", "percent", "message")}),
+        (
+            None,
+            {"fields": ("model_label", "model_path", "started_from", "outcome", "stage_label", "percent", "message")},
+        ),
         (_("장치"), {"fields": ("device_requested", "dtype_requested", "device", "dtype")}),
         ("Error", {"fields": ("error_code", "error_message", "error_detail")}),
         (_("단계별 시간"), {"fields": ("stage_chart", "read_rate", "cache")}),
@@ -40,7 +43,7 @@ class LoadJobAdmin(admin.ModelAdmin):
         css = {"all": ["loader/chart.css"]}
 
     @admin.display(description=_("모델"), ordering="model_name")
-    def model(self, obj: LoadJob) -> str:
+    def model_label(self, obj: LoadJob) -> str:
         return obj.model_name
 
     @admin.display(description=_("시작한 곳"), ordering="source")
@@ -67,7 +70,7 @@ class LoadJobAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("캐시"))
     def cache(self, obj: LoadJob) -> str:
-        return str(CACHE_LABELS.get((obj.detail or {}).get("cache"), "—"))
+        return str(CACHE_LABELS.get(str((obj.detail or {}).get("cache")), "—"))
 
     @admin.display(description=_("단계별 시간"))
     def stage_chart(self, obj: LoadJob) -> str:
@@ -77,7 +80,16 @@ class LoadJobAdmin(admin.ModelAdmin):
         )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        methods = ["model", "started_from", "outcome", "stage_label", "total_time", "read_rate", "cache", "stage_chart"]
+        methods = [
+            "model_label",
+            "started_from",
+            "outcome",
+            "stage_label",
+            "total_time",
+            "read_rate",
+            "cache",
+            "stage_chart",
+        ]
         return [f.name for f in LoadJob._meta.fields] + methods
 
     def has_add_permission(self, request: HttpRequest) -> bool:
