@@ -218,6 +218,11 @@
         const o = document.createElement("option");
         o.value = m.name;
         o.textContent = m.name + " (" + fmtBytes(m.size_bytes) + ", " + shardCount(m.shards) + ")";
+        if (m.problem) {  // offered with its reason: loading it says the same, in full
+          o.textContent += " ⚠ " + m.problem;
+          o.title = m.problem;
+          o.className = "has-problem";
+        }
         return o;
       }));
       if (!data.models.length) els.model.replaceChildren(new Option(T.noModels, ""));
