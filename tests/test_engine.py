@@ -121,7 +121,11 @@ def test_stream_lands_weights_in_the_shard_pages_without_a_copy(models_root: Pat
 
 
 def test_reads_start_before_the_weights_stage_and_are_credited(models_root: Path) -> None:
-    slot, events = load(models_root / "medium")
+    def slow_tokenizer_stage(event: ProgressEvent) -> None:
+        if event.stage is Stage.TOKENIZER and event.percent == 5:
+            time.sleep(0.3)  # the load thread is busy elsewhere; the reader threads are not
+
+    slot, events = load(models_root / "medium", on_event=slow_tokenizer_stage)
     first = next(e for e in events if e.stage is Stage.WEIGHTS)
     assert 0 < first.detail.prefetched_bytes <= first.detail.bytes_total
     assert first.detail.cache in {"hot", "cold", "mixed"}
