@@ -9,7 +9,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 PY=${PY:-python3}
 if [ -d .whl ]; then
-  timeout 120 $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl 2>&1 | tail -3
+  timeout 60 $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl 2>&1 | tail -3
   export PYTHONPATH=/tmp/site:$PWD
 fi
 step() { local name=$1 limit=$2; shift 2; echo "== $name (timeout ${limit}s): $*" | tee -a "$OUT/log.txt"
@@ -18,9 +18,9 @@ step() { local name=$1 limit=$2; shift 2; echo "== $name (timeout ${limit}s): $*
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   $PY -c "import torch, transformers, safetensors, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'safetensors', safetensors.__version__, 'cuda', torch.cuda.is_available())"
   nproc; free -g | head -2; df -h . | tail -1; } 2>&1 | tee "$OUT/gpu.txt"
-step pytest_gpu 150 $PY -m pytest -q -p no:cacheprovider --ds=bench.gpu_settings \
+step pytest_gpu 120 $PY -m pytest -q -p no:cacheprovider --ds=bench.gpu_settings \
   tests/test_engine_cuda.py tests/test_engine.py tests/test_pipeline_load.py tests/test_pipeline_errors.py
 cd bench
-step cuda_check 60 $PY cuda_check.py
-step engine_cuda_1g 90 $PY engine_bench.py --device cuda --runs 3
-step engine_cuda_8g 200 $PY engine_bench.py --device cuda --params 4B --shards 4 --runs 3
+step cuda_check 45 $PY cuda_check.py
+step engine_cuda_1g 80 $PY engine_bench.py --device cuda --runs 3
+step engine_cuda_8g 180 $PY engine_bench.py --device cuda --params 4B --shards 4 --runs 3
