@@ -152,6 +152,7 @@ def _stages(
             model = load_streamed(
                 stream, progress, model_cls, config, dtype_arg, target, request.path, cancel, set_hook
             )
+            rep.timings["weights_open"] = round(stream.open_s, 4)  # files + destination memory ready
         else:
             model = load_observed(
                 info, request, model_cls, dtype_arg, target, converting, detail, rep.report, cancel, set_hook
