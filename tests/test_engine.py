@@ -208,3 +208,34 @@ def test_the_fallback_path_still_reports_per_tensor(models_root: Path, monkeypat
     assert "MACTUNER_ENGINE" in weights[-1].detail.engine_reason
     done = [e.detail.bytes_done for e in weights]
     assert len(set(done)) >= 4 and done == sorted(done) and done[-1] == weights[-1].detail.bytes_total
+
+
+def resident_bytes(folder: Path) -> int:
+    """Bytes of the shards mapped into this process now (smaps Rss): what landed in the tensors'
+    storage. (The page cache may hold more: the kernel reads ahead of the chunks asked for.)"""
+    total, current = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and not head[0].endswith(":"):  # a mapping's first line (path optional)
+            current = len(head) >= 6 and head[-1].startswith(str(folder)) and head[-1].endswith(".safetensors")
+        elif current and line.startswith("Rss:"):
+            total += int(head[1]) * 1024
+    return total
+
+
+def test_bytes_done_follows_the_bytes_really_landed_under_a_read_cap(damaged: Path) -> None:
+    for f in damaged.glob("*.safetensors"):  # cold, so the page cache holds only what the load read
+        fd = os.open(f, os.O_RDONLY)
+        os.fsync(fd)  # freshly written pages are dirty, and dirty pages are not dropped
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+    gaps: list[float] = []
+
+    def compare(event: ProgressEvent) -> None:
+        d = event.detail
+        if event.stage is Stage.WEIGHTS and 0 < d.bytes_done < d.bytes_total:
+            gaps.append(abs(resident_bytes(damaged) - d.bytes_done) / d.bytes_total)
+
+    _, events = load(damaged, on_event=compare, read_limit_bps=30e6)
+    assert [e for e in events if e.stage is Stage.WEIGHTS][-1].detail.cache == "cold"
+    assert len(gaps) >= 5 and max(gaps) <= 0.05, gaps

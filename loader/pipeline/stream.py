@@ -51,7 +51,7 @@ def cache_state(fractions: list[tuple[float | None, int]]) -> str:
     if not known:
         return "unknown"
     share = sum(f * n for f, n in known) / max(sum(n for _, n in known), 1)
-    return "hot" if share >= 0.95 else "cold" if share <= 0.05 else "mixed"
+    return "hot" if share >= 0.9 else "cold" if share <= 0.1 else "mixed"
 
 
 class Stream:
@@ -61,7 +61,7 @@ class Stream:
         self.shards = shards
         self.cancel = cancel
         self.limit = read_limit_bps
-        chunk = CHUNK if read_limit_bps <= 0 else max(1 << 20, min(CHUNK, int(read_limit_bps / 20)))
+        chunk = CHUNK if read_limit_bps <= 0 else max(1 << 20, min(CHUNK, int(read_limit_bps / 40)))
         self.chunks = [
             (k, off, min(chunk, s.data_len - off)) for k, s in enumerate(shards) for off in range(0, s.data_len, chunk)
         ]
