@@ -11,7 +11,9 @@ import time
 from typing import Any
 
 from . import device as devices
+from . import engine
 from .checkpoint import CheckpointInfo
+from .engine import STREAM
 from .errors import (
     LoadCancelled,
     LoadError,
@@ -24,7 +26,9 @@ from .events import EventCallback, ProgressEvent, Stage, WeightsDetail, overall_
 from .metadata import extract_metadata
 from .request import LoadedModel, LoadRequest
 from .resolve import load_config, model_class, preflight, warm_imports
-from .weights import WeightsTracker, move_to_device
+from .stream import Stream
+from .streamed import StreamProgress, load_streamed, start_stream
+from .weights import load_observed, move_to_device
 
 EMIT_INTERVAL_S = 0.05
 
@@ -67,6 +71,13 @@ def _check(cancel: threading.Event) -> None:
         raise LoadCancelled()
 
 
+def _converting(request: LoadRequest, info: CheckpointInfo) -> bool:
+    stored = {t.dtype for t in info.tensors.values()}
+    return request.dtype != "auto" and stored != {
+        {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}[request.dtype]
+    }
+
+
 def load_checkpoint(
     request: LoadRequest,
     on_event: EventCallback,
@@ -83,6 +94,24 @@ def load_checkpoint(
     from transformers.utils import logging as hf_logging
 
     target = devices.resolve_device(request.device)
+    converting = _converting(request, info)
+    choice = engine.choose(info, target, converting, request.allow_remote_code)
+    # The reads start now and overlap the tokenizer, config and model-skeleton stages.
+    stream = start_stream(target, choice.shards, cancel, request.read_limit_bps) if choice.engine == STREAM else None
+    try:
+        return _stages(
+            request, rep, cancel, info, target, converting, choice, stream, started, torch, transformers, hf_logging
+        )
+    finally:
+        if stream is not None:
+            stream.close()
+
+
+def _stages(
+    request: LoadRequest, rep: _Reporter, cancel: threading.Event, info: CheckpointInfo, target: str,
+    converting: bool, choice: engine.Choice, stream: Stream | None, started: float, torch: Any, transformers: Any,
+    hf_logging: Any,
+) -> LoadedModel:  # fmt: skip
     rep.report(1.0, force=True)
     _check(cancel)
 
@@ -107,44 +136,28 @@ def load_checkpoint(
     rep.report(1.0, force=True)
     _check(cancel)
 
-    rep.detail.shards, rep.detail.bytes_total = len(info.shard_files), info.total_bytes
+    if stream is not None and model_cls.__name__.startswith("Auto"):  # transformers picks the class itself
+        stream.close()
+        stream, choice = None, engine.Choice(engine.TRANSFORMERS, "no concrete model class for this config")
+    detail = rep.detail
+    detail.shards, detail.bytes_total = len(info.shard_files), info.total_bytes
+    detail.engine, detail.engine_reason = choice.engine, choice.reason
+    progress = StreamProgress(stream, detail, rep.report) if stream is not None else None
     rep.enter(Stage.WEIGHTS)
     dtype_arg: Any = "auto" if request.dtype == "auto" else devices.torch_dtype(request.dtype)
-    stored = {t.dtype for t in info.tensors.values()}
-    converting = request.dtype != "auto" and stored != {
-        {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}[request.dtype]
-    }
-    detail = rep.detail
-
-    def emit_weights() -> None:
-        detail.shard, detail.bytes_done = tracker.shard, tracker.bytes_done
-        detail.bytes_per_s, detail.eta_s = tracker.rate_and_eta()
-        rep.report(tracker.fraction)
-
-    pass1_share = 1.0 if target != "cpu" else 0.9 if converting else 0.1
-    tracker = WeightsTracker(info, pass1_share, emit_weights, cancel, request.read_limit_bps)
-
-    def hook(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if kwargs.get("desc") == "Loading weights" and args:
-            return tracker.observe(args[0])
-        return factory(*args, **kwargs)
-
     # set_tqdm_hook arrived during transformers 5.x; without it the page-in pass still reports bytes.
     set_hook = getattr(hf_logging, "set_tqdm_hook", lambda _hook: None)
-    previous = set_hook(hook)
     try:
-        # On an accelerator transformers copies each tensor straight to the device inside the
-        # observed loop (that is where the bytes are read), so pass 1 carries the progress and no
-        # CPU page-in is needed; on CPU the tensors stay memory-mapped until paged in.
-        model = model_cls.from_pretrained(
-            str(request.path), dtype=dtype_arg, trust_remote_code=request.allow_remote_code,
-            device_map=None if target == "cpu" else target,
-        )  # fmt: skip
-        tracker.finish_pass1()
+        if stream is not None and progress is not None:
+            model = load_streamed(
+                stream, progress, model_cls, config, dtype_arg, target, request.path, cancel, set_hook
+            )
+            rep.timings["weights_open"] = round(stream.open_s, 4)  # files + destination memory ready
+        else:
+            model = load_observed(
+                info, request, model_cls, dtype_arg, target, converting, detail, rep.report, cancel, set_hook
+            )
         model.eval()
-        if target == "cpu":
-            tracker.page_in(model)
-        emit_weights()
         detail.shard, detail.bytes_done, detail.eta_s = detail.shards, detail.bytes_total, 0.0
         rep.report(1.0, force=True)
 
@@ -154,6 +167,7 @@ def load_checkpoint(
 
         rep.enter(Stage.METADATA)
         metadata = extract_metadata(model, tokenizer, config, info, target)
+        metadata["engine"], metadata["engine_reason"], metadata["cache"] = choice.engine, choice.reason, detail.cache
         rep.report(1.0, force=True)
     # The slot frees what a failed load held (after dropping the traceback that pins it).
     except ImportError as exc:  # e.g. a quantized checkpoint whose backend is not installed
@@ -165,8 +179,6 @@ def load_checkpoint(
         if "safetensors" in text.lower() or "header" in text.lower() or "deserializ" in text.lower():
             raise ShardCorrupt(f"가중치 파일을 읽을 수 없습니다(손상?): {request.path.name}", text) from exc
         raise LoadError(f"모델 가중치를 불러오지 못했습니다: {request.path.name}", text) from exc
-    finally:
-        set_hook(previous)
 
     rep.enter(Stage.DONE, emit=False)
     rep.timings["total"] = round(time.monotonic() - started, 4)
