@@ -49,8 +49,9 @@ class StreamProgress:
         d = self.detail
         d.shard, d.bytes_done, d.cache = self.stream.shard, done, self.stream.cache
         d.staging_bytes = getattr(self.stream, "staging_bytes", 0)
-        elapsed = time.monotonic() - self.started
-        rate = (done - self.at_start) / elapsed if elapsed > 0 else 0.0
+        # The read rate since the reads began (prefetch included): what the disk really gave.
+        elapsed = time.monotonic() - self.stream.started
+        rate = done / elapsed if elapsed > 0 else 0.0
         d.bytes_per_s = rate
         d.eta_s = (d.bytes_total - done) / rate if rate > 0 else None
         fraction = done / max(d.bytes_total, 1)
