@@ -17,6 +17,7 @@ from .events import EventCallback
 from .request import LoadedModel, LoadRequest
 from .resolve import preflight
 from .stages import load_checkpoint
+from .staging import release_staging
 
 
 def _gb(n: float) -> str:
@@ -112,7 +113,9 @@ class ModelSlot:
         if not self._lock.acquire(blocking=False):
             raise LoaderBusy("모델을 로드하는 중에는 언로드할 수 없습니다.", "slot locked")
         try:
-            return self._unload_locked()
+            had = self._unload_locked()
+            release_staging()  # a new load keeps the ring; an explicit unload frees it too
+            return had
         finally:
             self._lock.release()
 
