@@ -88,8 +88,9 @@ def job_snapshot(job: LoadJob | None) -> dict[str, Any] | None:
 
 
 def process_is_live(row: ServerProcess) -> bool:
-    if row.host == IDENTITY.host and not pid_alive(row.pid):
-        return False
+    """On this host the pid decides (a paused server is alive); elsewhere the heartbeat does."""
+    if row.host == IDENTITY.host:
+        return pid_alive(row.pid)
     return bool(timezone.now() - row.heartbeat_at <= timedelta(seconds=PROCESS_STALE_S))
 
 
@@ -118,5 +119,7 @@ def loader_state(*, job: LoadJob | None = None) -> dict[str, Any]:
         "type": "snapshot",
         "job": job_snapshot(job),
         "loaded": loaded_summary(holders[0]) if holders else None,
+        # Every live server's model (one per server): memory held anywhere is never hidden.
+        "held": [loaded_summary(row) for row in holders],
         "emitted_at": time.time(),
     }

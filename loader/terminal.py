@@ -20,6 +20,8 @@ import sys
 import threading
 from typing import Any, TextIO
 
+from .pipeline.i18n import printable
+
 log = logging.getLogger("loader.terminal")
 
 STAGE_ORDER = ("preparing", "tokenizer", "config", "weights", "device", "metadata")
@@ -109,6 +111,7 @@ class TerminalBars:
         job = state.get("job")
         if not job or job.get("id") in self._finished:
             return
+        job = _printable_job(job)
         owner = job.get("owner") or {}
         if job.get("source") == "cli" and owner.get("pid") == os.getpid():
             return  # this process is `loadmodel`: it draws its own bars from the events
@@ -178,3 +181,11 @@ class TerminalBars:
 
 terminal = TerminalBars()
 atexit.register(terminal.close)  # before tqdm's own teardown, or its __del__ fails at exit
+
+
+def _printable_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Folder names and messages come from a checkpoint: no escape sequences reach the terminal."""
+    job = dict(job, model=printable(str(job.get("model") or "")), message=printable(str(job.get("message") or "")))
+    if job.get("error"):
+        job["error"] = dict(job["error"], message=printable(str(job["error"].get("message") or "")))
+    return job

@@ -38,7 +38,7 @@ def _json_body(request: HttpRequest) -> dict[str, Any] | JsonResponse:
         return {}
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # nesting deep enough to exhaust the stack too
         return _error(400, gettext_noop("요청 본문이 올바른 JSON이 아닙니다."))
     if not isinstance(data, dict):
         return _error(400, gettext_noop("요청 본문은 JSON 객체여야 합니다."))
@@ -72,7 +72,7 @@ def models(request: HttpRequest) -> JsonResponse:
 @staff_required(api=True)
 def status(request: HttpRequest) -> JsonResponse:
     state = loader_state()
-    return JsonResponse({"job": state["job"], "loaded": state["loaded"]})
+    return JsonResponse({"job": state["job"], "loaded": state["loaded"], "held": state["held"]})
 
 
 @require_GET

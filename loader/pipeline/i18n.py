@@ -28,12 +28,19 @@ def fill(template: str, params: Mapping[str, Any]) -> str:
         return template
 
 
+def printable(value: str) -> str:
+    """Names from a checkpoint folder reach pages, logs and terminals: escape control characters."""
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in value)
+
+
 class Msg(str):
     template: str
     params: dict[str, Any]
 
     def __new__(cls, template: str, params: Mapping[str, Any]) -> Msg:
-        safe = {k: v if isinstance(v, int | float) else str(v) for k, v in params.items()}
+        safe = {k: v if isinstance(v, int | float) else printable(str(v)) for k, v in params.items()}
         text = super().__new__(cls, fill(template, safe))
         text.template, text.params = template, safe
         return text
