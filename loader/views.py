@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import processes, runner, services
 from .access import staff_required
-from .catalog import find_model, list_models
+from .catalog import describe_all, find_model
 from .pipeline.device import DEVICES, DTYPES
 from .pipeline.errors import LoaderBusy
 from .selectors import job_active, job_list, job_snapshot, loader_state
@@ -62,7 +62,7 @@ def page(request: HttpRequest) -> Any:
 @require_GET
 @staff_required(api=True)
 def models(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"models": [entry.describe() for entry in list_models()]})
+    return JsonResponse({"models": describe_all()})
 
 
 @require_GET
@@ -98,12 +98,15 @@ def load(request: HttpRequest) -> JsonResponse:
         return _error(400, f"알 수 없는 장치입니다: {device!r} (가능: {', '.join(DEVICES)})")
     if not isinstance(dtype, str) or dtype not in DTYPES:
         return _error(400, f"알 수 없는 dtype입니다: {dtype!r} (가능: {', '.join(DTYPES)})")
+    merge = data.get("merge", False)
+    if not isinstance(merge, bool):
+        return _error(400, f"'merge'는 true 또는 false여야 합니다: {str(merge)[:40]!r}")
     entry = find_model(name)
     if entry is None:
         return _error(400, f"모델 목록에 없는 이름입니다: {name[:200]!r}")
     try:
         job = services.job_start(
-            model_name=entry.name, model_path=str(entry.path), device=device, dtype=dtype, source="web",
+            model_name=entry.name, model_path=str(entry.path), device=device, dtype=dtype, source="web", merge=merge,
             requested_by=request.user.get_username() if request.user.is_authenticated else "",
             lang=getattr(request, "LANGUAGE_CODE", "ko"), then=runner.start_job_thread,
         )  # fmt: skip

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from . import device as devices
+from .adapters import attach_adapter, base_request
 from .checkpoint import CheckpointInfo
 from .errors import (
     LoadCancelled,
@@ -42,6 +43,8 @@ class _Reporter:
         self.stage_started = time.monotonic()
         self.last_emit = 0.0
         self.fmt: dict[str, str] = {}
+        # The part of the weights stage the base's bytes fill (the rest is an adapter's).
+        self.weights_span = (0.0, 1.0)
 
     def enter(self, stage: Stage, emit: bool = True, **fmt: str) -> None:
         now = time.monotonic()
@@ -56,6 +59,8 @@ class _Reporter:
         if not force and now - self.last_emit < EMIT_INTERVAL_S:
             return
         self.last_emit = now
+        if self.stage is Stage.WEIGHTS:
+            fraction = self.weights_span[0] + (self.weights_span[1] - self.weights_span[0]) * fraction
         self.percent = max(self.percent, overall_percent(self.stage, fraction))
         message = stage_message(self.stage, self.lang, **self.fmt)
         detail = WeightsDetail(**vars(self.detail))
@@ -76,6 +81,7 @@ def load_checkpoint(
     rep = _Reporter(on_event, request.lang)
     rep.report(0.0, force=True)  # feedback at once, before the slow imports
     info = info or preflight(request)
+    request = base_request(request, info)  # an adapter: the stages load its base, then the adapter
     started = time.monotonic()
     warm_imports()
     import torch
@@ -108,6 +114,9 @@ def load_checkpoint(
     _check(cancel)
 
     rep.detail.shards, rep.detail.bytes_total = len(info.shard_files), info.total_bytes
+    if info.adapter is not None:  # the adapter's bytes follow the base's in the same bar
+        rep.detail.bytes_total += info.adapter.nbytes
+        rep.weights_span = (0.0, info.total_bytes / max(rep.detail.bytes_total, 1))
     rep.enter(Stage.WEIGHTS)
     dtype_arg: Any = "auto" if request.dtype == "auto" else devices.torch_dtype(request.dtype)
     stored = {t.dtype for t in info.tensors.values()}
@@ -145,6 +154,8 @@ def load_checkpoint(
         if target == "cpu":
             tracker.page_in(model)
         emit_weights()
+        if info.adapter is not None:
+            model = attach_adapter(model, info, rep, cancel)
         detail.shard, detail.bytes_done, detail.eta_s = detail.shards, detail.bytes_total, 0.0
         rep.report(1.0, force=True)
 
