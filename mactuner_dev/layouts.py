@@ -156,13 +156,12 @@ def write_malicious_bin(out: Path, source: Path, marker: Path, raw_pickle: bool 
     for name in SIDE_FILES:
         if (source / name).exists():
             shutil.copy(source / name, out / name)
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {"payload": _Touch(marker)}  # first: an unpickler meets it before any tensor
     for file in sorted(source.glob("*.safetensors")):
         state.update(load_file(str(file)))
-    state["payload"] = _Touch(marker)
     if raw_pickle:  # a bare pickle, not torch's zip container
         with (out / "pytorch_model.bin").open("wb") as fh:
-            pickle.dump(state, fh)
+            pickle.dump(state, fh, protocol=2)  # the protocol torch.load expects: it reaches the global
     else:
         torch.save(state, out / "pytorch_model.bin")
     return out

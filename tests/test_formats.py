@@ -149,3 +149,13 @@ def test_hf_cache_model_loads_by_org_name_at_the_revision_main_names(client: Cli
     assert job.state == "succeeded", (job.error_code, job.error_detail)
     assert job.model_path.endswith("a" * 40)  # refs/main, not the other (newer) revision
     assert client.get("/api/status").json()["loaded"]["name"] == "acme/tiny"
+
+
+def test_the_malicious_pickle_really_runs_code_when_unpickled_unsafely(models_root: Path, tmp_path: Path) -> None:
+    """The refusal tests above mean something: the same payload, loaded the unsafe way, runs."""
+    import torch
+
+    marker = tmp_path / "ran"
+    folder = layouts.write_malicious_bin(tmp_path / "evil", models_root / "tiny", marker)
+    torch.load(folder / "pytorch_model.bin", weights_only=False)
+    assert marker.exists()
