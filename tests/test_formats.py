@@ -6,6 +6,7 @@ same tensors as safetensors), a malicious pickle is refused and never runs, safe
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -47,6 +48,11 @@ def formats_root(models_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
     cache = root / "hub"
     layouts.write_hf_cache(cache, "acme/tiny", tiny, revision="a" * 40)
     layouts.write_hf_cache(cache, "acme/tiny", models_root / "tied", revision="b" * 40, ref="other")
+    layouts.write_hf_cache(cache, "evil/fifo-ref", tiny)
+    (cache / "models--evil--fifo-ref" / "refs" / "main").unlink()
+    os.mkfifo(cache / "models--evil--fifo-ref" / "refs" / "main")  # scan_cache_dir would block opening it
+    layouts.write_hf_cache(cache, "evil/escape", tiny)
+    (cache / "models--evil--escape" / "refs" / "main").write_text("../../../models/good")  # a path, not a revision
     return root
 
 
@@ -83,6 +89,7 @@ def test_the_list_names_every_format_and_why_it_does_not_load(client: Client, fo
     assert models["lone-Q8_0.gguf"]["format"] == "gguf" and models["lone-Q8_0.gguf"]["size_bytes"] > 0
     cached = models["acme/tiny"]
     assert cached["source"] == "hf-cache" and cached["problem"] is None and cached["shards"] == 3
+    assert not any(name.startswith("evil/") for name in models)  # a FIFO ref, a revision that is a path
 
 
 @pytest.mark.parametrize("name", ["bin-single", "bin-sharded"])
