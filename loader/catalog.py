@@ -136,10 +136,11 @@ def _describe_adapter(path: Path, root: Path, out: dict[str, Any], catalog: list
         return exc.user_message
     out["adapter"] = summary(config)
     base = config.get("base_model_name_or_path")
-    if not isinstance(base, str) or resolve_base(base, catalog) is None:
+    base_path = resolve_base(base, catalog) if isinstance(base, str) else None
+    if base_path is None:
         return f"기본 모델을 찾을 수 없습니다: {str(base)[:200]}"
-    base_entry = _by_name(base, catalog)
-    if base_entry is not None:
+    base_entry = next((e for e in (list_models() if catalog is None else catalog) if e.path == base_path), None)
+    if base_entry is not None:  # never an adapter: resolve_base skips them, so this cannot recurse
         base_desc = base_entry.describe()
         out["architecture"], out["model_type"] = base_desc["architecture"], base_desc["model_type"]
     return None

@@ -6,7 +6,7 @@ we add the rules a cache written by someone else needs. ``scan_cache_dir`` opens
 regular files are left out before the scan (the scan runs over a folder of links to the clean
 repos only). A ref must name a revision (not a path), the chosen snapshot must resolve inside its
 repo, and the snapshot is the one ``refs/main`` names, else the newest. The scan is cached for a
-couple of seconds (the page asks for the list on every load) and keyed by the folders' mtimes.
+few seconds (the page asks for the list on every load) and keyed by the folders' mtimes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from huggingface_hub import CachedRevisionInfo
 
 REF_CAP = 4096
-CACHE_S = 2.0
+CACHE_S = 10.0
 _REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _lock = threading.Lock()
 _cached: dict[str, tuple[float, tuple[object, ...], list[CachedModel]]] = {}
