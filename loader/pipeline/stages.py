@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 from . import device as devices
-from .adapters import attach_adapter, base_request
+from .adapter_weights import attach_adapter
+from .adapters import base_request
 from .checkpoint import CheckpointInfo
 from .errors import (
     LoadCancelled,
