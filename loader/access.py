@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.translation import gettext
 
 
 def staff_required(api: bool) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
@@ -18,7 +19,7 @@ def staff_required(api: bool) -> Callable[[Callable[..., HttpResponse]], Callabl
             user = request.user
             if settings.MACTUNER_REQUIRE_STAFF and not (user.is_authenticated and user.is_staff):
                 if api:
-                    return JsonResponse({"error": "로그인이 필요합니다(스태프 계정)."}, status=403)
+                    return JsonResponse({"error": gettext("로그인이 필요합니다(스태프 계정).")}, status=403)
                 return redirect_to_login(request.get_full_path())
             return view(request, *args, **kwargs)
 

@@ -42,6 +42,8 @@ class LoadJob(models.Model):
     error_code = models.CharField(max_length=40, blank=True)
     error_message = models.TextField(blank=True)
     error_detail = models.TextField(blank=True)
+    # The error's Korean template and parameters, so every viewer reads it in its own language.
+    error_params = models.JSONField(default=dict, blank=True)
     detail = models.JSONField(default=dict, blank=True)
     timings = models.JSONField(default=dict, blank=True)
     metadata = models.JSONField(default=dict, blank=True)

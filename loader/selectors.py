@@ -15,6 +15,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from .history import expected_total_seconds
+from .i18n import both
 from .models import LoadJob, ServerProcess
 from .pipeline.events import WeightsDetail
 from .process import IDENTITY, pid_alive
@@ -52,7 +53,12 @@ def job_snapshot(job: LoadJob | None) -> dict[str, Any] | None:
         return None
     error = None
     if job.error_message:
-        error = {"code": job.error_code, "message": job.error_message, "detail": job.error_detail}
+        saved = job.error_params or {}
+        template = saved.get("template") or job.error_message
+        error = {
+            "code": job.error_code, "message": job.error_message, "detail": job.error_detail,
+            "text": both(template, saved.get("params") or {}),
+        }  # fmt: skip
     return {
         "id": job.pk,
         "state": job.state,

@@ -40,8 +40,14 @@
   function shardCount(n) {
     return (n === 1 ? T.shardsOne : T.shardsOther).replace("{n}", String(n));
   }
+  // Messages are said in this page's language, whoever started the load and in whichever language.
+  function errorText(job) {
+    const e = job.error;
+    if (!e) return "";
+    return (e.text && e.text[window.MACTUNER_LANG]) || e.message;
+  }
   function stageMessage(job) {
-    if (window.MACTUNER_LANG === "en" && T.stages[job.stage]) return T.stages[job.stage];
+    if (T.stages[job.stage]) return T.stages[job.stage];
     return job.message || T.stages[job.stage] || "";
   }
   function notice(text) { els.notice.textContent = text || ""; els.notice.hidden = !text; }
@@ -92,10 +98,11 @@
     } else if (job.state === "succeeded") {
       els.icon.textContent = ""; els.title.textContent = T.done; els.message.textContent = job.model;
     } else if (job.state === "cancelled") {
-      els.icon.textContent = ""; els.title.textContent = T.cancelled; els.message.textContent = job.model;
+      els.icon.textContent = ""; els.title.textContent = T.cancelled;
+      els.message.textContent = job.error ? job.model + " — " + errorText(job) : job.model;  // e.g. abandoned
     } else {
       els.icon.textContent = "";
-      els.title.textContent = T.error + " " + (job.error ? job.error.message : T.interrupted);
+      els.title.textContent = T.error + " " + (job.error ? errorText(job) : T.interrupted);
       els.message.textContent = job.model;
     }
   }

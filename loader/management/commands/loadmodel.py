@@ -16,12 +16,16 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
+from django.utils import translation
+from django.utils.translation import gettext
 
 from loader import services
 from loader.catalog import describe_all, find_model
 from loader.events import publisher
+from loader.i18n import here, in_lang
 from loader.pipeline.device import DEVICES, DTYPES
 from loader.pipeline.events import ProgressEvent
+from loader.pipeline.i18n import gettext_noop
 from loader.pipeline.resolve import warm_imports
 from loader.process import IDENTITY
 from loader.runner import execute_job
@@ -68,7 +72,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **opts: Any) -> None:
         serving, IDENTITY.serving = IDENTITY.serving, False  # our model dies with us: never advertise it
         try:
-            self._handle(opts)
+            with translation.override(opts["lang"]):  # messages in the terminal's language
+                self._handle(opts)
         finally:
             IDENTITY.serving = serving
 
@@ -88,15 +93,16 @@ class Command(BaseCommand):
                 )
             return
         if not opts["model"]:
-            raise CommandError("모델 이름이나 폴더 경로를 지정하세요 (목록: loadmodel --list).", returncode=2)
+            raise CommandError(gettext("모델 이름이나 폴더 경로를 지정하세요 (목록: loadmodel --list)."), returncode=2)
         entry = find_model(opts["model"])
         path = entry.path if entry else Path(opts["model"]).expanduser().resolve()
         name = entry.name if entry else path.name
         if entry is None and not path.exists():
-            raise CommandError(f"모델을 찾을 수 없습니다: {opts['model']} (목록: loadmodel --list)", returncode=2)
+            message = gettext_noop("모델을 찾을 수 없습니다: {name} (목록: loadmodel --list)", name=opts["model"])
+            raise CommandError(here(message), returncode=2)
         services.job_reap()
         if (active := job_active()) is not None:  # refuse at once, before the slow imports
-            raise CommandError(str(services.JobBusy(active)), returncode=2)
+            raise CommandError(here(services.JobBusy(active).message), returncode=2)
         warm_imports()  # before the job exists: viewers should not watch a 4 s import as "preparing"
         try:
             job = services.job_start(
@@ -109,7 +115,7 @@ class Command(BaseCommand):
                 merge=opts["merge"],
             )
         except services.JobBusy as busy:
-            raise CommandError(str(busy), returncode=2) from None
+            raise CommandError(here(busy.message), returncode=2) from None
         cancel = threading.Event()
 
         def on_signal(signum: int, frame: Any) -> None:
@@ -131,12 +137,14 @@ class Command(BaseCommand):
         if job.state == "succeeded":
             self.stderr.write(
                 self.style.SUCCESS(
-                    f"✅ 모델 로드 완료! {name} ({job.device}, {job.dtype}, {job.timings.get('total', 0):.2f}s)"
+                    f"{gettext('✅ 모델 로드 완료!')} {name} ({job.device}, {job.dtype}, {job.timings.get('total', 0):.2f}s)"
                 )
             )
             return
         if job.state == "cancelled":
-            self.stderr.write("로드가 취소되었습니다.")
+            self.stderr.write(gettext("로드가 취소되었습니다."))
             sys.exit(130)
-        self.stderr.write(self.style.ERROR(f"❌ 오류: {job.error_message}"))
+        saved = job.error_params or {}
+        error = in_lang(saved.get("template") or job.error_message, saved.get("params") or {}, opts["lang"])
+        self.stderr.write(self.style.ERROR(f"{gettext('❌ 오류:')} {error}"))
         sys.exit(1)

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('loader', '0002_server_process_and_lang'),
+        ('loader', '0003_error_params'),
     ]
 
     operations = [
