@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
 from . import processes, services
+from .catalog import resolve_base
 from .events import Throttle, publisher
 from .models import LoadJob
 from .pipeline import LoadCancelled, LoadedModel, LoadError, LoadRequest, ProgressEvent
@@ -90,6 +91,7 @@ def execute_job(job: LoadJob, cancel: threading.Event, listener: Listener | None
         Path(job.model_path), job.device_requested, job.dtype_requested,
         allow_remote_code=settings.MACTUNER_TRUST_REMOTE_CODE,
         read_limit_bps=settings.MACTUNER_READ_LIMIT_MBPS * 1e6, lang=job.lang, name=job.model_name,
+        merge=job.merge, base_resolver=resolve_base,
     )  # fmt: skip
     throttle = Throttle()
     state = {"muted": False, "recorded_unload": False, "storage_error": ""}

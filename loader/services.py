@@ -60,7 +60,7 @@ def publish_state(job: LoadJob | None = None, *, force: bool = True) -> None:
 
 def job_start(
     *, model_name: str, model_path: str, device: str, dtype: str, source: str, requested_by: str = "",
-    lang: str = "ko", then: Callable[[int], Any] | None = None,
+    lang: str = "ko", then: Callable[[int], Any] | None = None, merge: bool = False,
 ) -> LoadJob:  # fmt: skip
     """Create the queued job and, after commit, run ``then(job_id)`` (the web starts its load
     thread there); or raise JobBusy having written nothing.
@@ -78,7 +78,7 @@ def job_start(
         with transaction.atomic():
             job = LoadJob.objects.create(
                 model_name=model_name, model_path=model_path, device_requested=device, dtype_requested=dtype,
-                source=source, requested_by=requested_by, lang=lang, state=S.QUEUED, message="준비 중...",
+                source=source, requested_by=requested_by, lang=lang, merge=merge, state=S.QUEUED, message="준비 중...",
                 owner_host=IDENTITY.host, owner_pid=IDENTITY.pid, heartbeat_at=now, progress_at=now,
             )  # fmt: skip
             if then is not None:

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import processes, runner, services
 from .access import staff_required
-from .catalog import find_model, list_models
+from .catalog import describe_all, find_model
 from .i18n import here
 from .pipeline.device import DEVICES, DTYPES
 from .pipeline.errors import LoaderBusy
@@ -65,7 +65,7 @@ def page(request: HttpRequest) -> Any:
 @require_GET
 @staff_required(api=True)
 def models(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"models": [entry.describe() for entry in list_models()]})
+    return JsonResponse({"models": describe_all()})
 
 
 @require_GET
@@ -114,12 +114,15 @@ def load(request: HttpRequest) -> JsonResponse:
                 "알 수 없는 dtype입니다: {value} (가능: {choices})", value=repr(dtype), choices=", ".join(DTYPES)
             ),
         )
+    merge = data.get("merge", False)
+    if not isinstance(merge, bool):
+        return _error(400, gettext_noop("'merge'는 true 또는 false여야 합니다: {value}", value=repr(merge)[:40]))
     entry = find_model(name)
     if entry is None:
         return _error(400, gettext_noop("모델 목록에 없는 이름입니다: {name}", name=repr(name[:200])))
     try:
         job = services.job_start(
-            model_name=entry.name, model_path=str(entry.path), device=device, dtype=dtype, source="web",
+            model_name=entry.name, model_path=str(entry.path), device=device, dtype=dtype, source="web", merge=merge,
             requested_by=request.user.get_username() if request.user.is_authenticated else "",
             lang=getattr(request, "LANGUAGE_CODE", "ko"), then=runner.start_job_thread,
         )  # fmt: skip

@@ -95,6 +95,8 @@ def choose(info: CheckpointInfo, target: str, converting: bool, remote_code: boo
         return fallback(f"device {target} is not streamed")
     if target == "cpu" and not sys.platform.startswith("linux"):
         return fallback("cpu outside Linux: no MADV_POPULATE_READ")
+    if info.format != "safetensors":
+        return fallback("pytorch_model.bin: transformers reads it with the safe unpickler (weights_only)")
     if info.config.get("quantization_config"):
         return fallback("quantized checkpoint: transformers' quantizer loads it")
     if remote_code and info.config.get("auto_map"):

@@ -117,3 +117,27 @@ class LoadCancelled(LoadError):
 
     def __init__(self) -> None:
         super().__init__("로드가 취소되었습니다.", "cancelled by request")
+
+
+class UnsupportedFormat(LoadError):
+    """A folder in a format transformers does not load (GGUF, MLX, ONNX, …); the message says what to use."""
+
+    code = "unsupported_format"
+
+
+class UnsafePickle(LoadError):
+    """A ``.bin``/``.pt`` pickle the safe (``weights_only``) unpickler refused; nothing in it ran."""
+
+    code = "unsafe_pickle"
+
+
+class AdapterBaseMissing(LoadError):
+    """A PEFT adapter whose base model (``base_model_name_or_path``) is not on this machine."""
+
+    code = "adapter_base_missing"
+
+
+class AdapterMismatch(LoadError):
+    """A PEFT adapter whose tensors do not fit its base model's modules."""
+
+    code = "adapter_mismatch"

@@ -12,8 +12,10 @@ import threading
 from typing import Any
 
 from . import device as devices
+from .adapters import preflight_adapter
 from .checkpoint import CheckpointInfo, inspect_checkpoint
 from .errors import ConfigUnreadable, FolderUnreadable, RemoteCodeRefused, UnknownArchitecture
+from .formats import ADAPTER, detect
 from .request import LoadRequest
 from .safefs import TOKENIZER_CAP, JsonUnreadable, folder_root, read_json
 
@@ -39,10 +41,23 @@ def warm_imports() -> None:
 
 
 def preflight(request: LoadRequest) -> CheckpointInfo:
-    """Everything that can be refused before the current model is unloaded."""
+    """Everything that can be refused before the current model is unloaded.
+
+    A PEFT adapter folder is checked over its base: the returned info is the base's, carrying
+    the adapter (``info.adapter``).
+    """
+    devices.validate_options(request.device, request.dtype)
+    if detect(request.path) == ADAPTER:
+        try:
+            return preflight_adapter(request, _preflight_model)
+        except OSError as exc:
+            raise FolderUnreadable(f"어댑터 폴더의 파일을 읽을 수 없습니다: {request.path.name}", repr(exc)) from exc
+    return _preflight_model(request)
+
+
+def _preflight_model(request: LoadRequest) -> CheckpointInfo:
     from .skeleton import build_meta, check_counts, check_layers, compare, target_dtype
 
-    devices.validate_options(request.device, request.dtype)
     try:
         info = inspect_checkpoint(request.path)
     except OSError as exc:  # permission, I/O error, a link swapped under us: never untyped

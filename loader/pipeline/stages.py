@@ -12,6 +12,8 @@ from typing import Any
 
 from . import device as devices
 from . import engine
+from .adapter_weights import attach_adapter
+from .adapters import base_request
 from .checkpoint import CheckpointInfo
 from .engine import STREAM
 from .errors import (
@@ -46,6 +48,8 @@ class _Reporter:
         self.stage_started = time.monotonic()
         self.last_emit = 0.0
         self.fmt: dict[str, str] = {}
+        # The part of the weights stage the base's bytes fill (the rest is an adapter's).
+        self.weights_span = (0.0, 1.0)
 
     def enter(self, stage: Stage, emit: bool = True, **fmt: str) -> None:
         now = time.monotonic()
@@ -60,6 +64,8 @@ class _Reporter:
         if not force and now - self.last_emit < EMIT_INTERVAL_S:
             return
         self.last_emit = now
+        if self.stage is Stage.WEIGHTS:
+            fraction = self.weights_span[0] + (self.weights_span[1] - self.weights_span[0]) * fraction
         self.percent = max(self.percent, overall_percent(self.stage, fraction))
         message = stage_message(self.stage, self.lang, **self.fmt)
         detail = WeightsDetail(**vars(self.detail))
@@ -87,6 +93,7 @@ def load_checkpoint(
     rep = _Reporter(on_event, request.lang)
     rep.report(0.0, force=True)  # feedback at once, before the slow imports
     info = info or preflight(request)
+    request = base_request(request, info)  # an adapter: the stages load its base, then the adapter
     started = time.monotonic()
     warm_imports()
     import torch
@@ -141,6 +148,9 @@ def _stages(
         stream, choice = None, engine.Choice(engine.TRANSFORMERS, "no concrete model class for this config")
     detail = rep.detail
     detail.shards, detail.bytes_total = len(info.shard_files), info.total_bytes
+    if info.adapter is not None:  # the adapter's bytes follow the base's in the same bar
+        detail.bytes_total += info.adapter.nbytes
+        rep.weights_span = (0.0, info.total_bytes / max(detail.bytes_total, 1))
     detail.engine, detail.engine_reason = choice.engine, choice.reason
     progress = StreamProgress(stream, detail, rep.report) if stream is not None else None
     rep.enter(Stage.WEIGHTS)
@@ -158,6 +168,8 @@ def _stages(
                 info, request, model_cls, dtype_arg, target, converting, detail, rep.report, cancel, set_hook
             )
         model.eval()
+        if info.adapter is not None:
+            model = attach_adapter(model, info, rep, cancel)
         detail.shard, detail.bytes_done, detail.eta_s = detail.shards, detail.bytes_total, 0.0
         rep.report(1.0, force=True)
 

@@ -20,7 +20,7 @@ from django.utils import translation
 from django.utils.translation import gettext
 
 from loader import services
-from loader.catalog import find_model, list_models
+from loader.catalog import describe_all, find_model
 from loader.events import publisher
 from loader.i18n import here, in_lang
 from loader.pipeline.device import DEVICES, DTYPES
@@ -64,6 +64,7 @@ class Command(BaseCommand):
         parser.add_argument("--dtype", default="auto", choices=DTYPES)
         parser.add_argument("--json", action="store_true", help="print the final snapshot as JSON on stdout")
         parser.add_argument("--list", action="store_true", help="list the models the dashboard offers")
+        parser.add_argument("--merge", action="store_true", help="merge a PEFT adapter into its base model")
         parser.add_argument(
             "--lang", choices=("ko", "en"), default=default_lang(), help="message language (default: from LANG)"
         )
@@ -78,10 +79,17 @@ class Command(BaseCommand):
 
     def _handle(self, opts: dict[str, Any]) -> None:
         if opts["list"]:
-            for listed in list_models():
-                info = listed.describe()
+            for info in describe_all():
+                extra = [f"step {info['step']}"] if info["step"] is not None else []
+                if info["adapter"]:
+                    extra.append(
+                        f"{info['adapter']['type']} r={info['adapter']['rank']} base={info['adapter']['base']}"
+                    )
+                if info["problem"]:
+                    extra.append(f"⚠ {info['problem']}")
                 self.stdout.write(
                     f"{info['name']}\t{info['size_bytes'] / 1e6:.1f} MB\t{info['shards']} shard(s)\t{info['architecture']}"
+                    + "".join(f"\t{e}" for e in extra)
                 )
             return
         if not opts["model"]:
@@ -104,6 +112,7 @@ class Command(BaseCommand):
                 dtype=opts["dtype"],
                 source="cli",
                 lang=opts["lang"],
+                merge=opts["merge"],
             )
         except services.JobBusy as busy:
             raise CommandError(here(busy.message), returncode=2) from None
