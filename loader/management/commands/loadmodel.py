@@ -42,6 +42,10 @@ def default_lang() -> str:
     return "ko"
 
 
+class _Interrupted(Exception):
+    """Ctrl-C or SIGTERM before our job exists."""
+
+
 class Bars:
     """The overall bar with the stage message and the bytes bar, on stderr (shared with the server)."""
 
@@ -71,13 +75,31 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         serving, IDENTITY.serving = IDENTITY.serving, False  # our model dies with us: never advertise it
+        cancel = threading.Event()
+        started: list[bool] = []
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if not started:  # no job yet (warming up): nothing to record, leave at once
+                raise _Interrupted()
+            cancel.set()  # our own job: the signal is the cancel, no need to go through the row
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             with translation.override(opts["lang"]):  # messages in the terminal's language
-                self._handle(opts)
+                self._handle(opts, cancel, started)
+        except _Interrupted:
+            self.stderr.write(gettext("로드가 취소되었습니다."))
+            sys.exit(130)
+        except CommandError as refused:
+            if opts["json"]:  # scripts read stdout: a refusal is JSON there too
+                self.stdout.write(json.dumps({"error": str(refused), "exit": refused.returncode}, ensure_ascii=False))
+            raise
         finally:
             IDENTITY.serving = serving
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
-    def _handle(self, opts: dict[str, Any]) -> None:
+    def _handle(self, opts: dict[str, Any], cancel: threading.Event, started: list[bool]) -> None:
         if opts["list"]:
             for info in describe_all():
                 extra = [f"step {info['step']}"] if info["step"] is not None else []
@@ -116,19 +138,12 @@ class Command(BaseCommand):
             )
         except services.JobBusy as busy:
             raise CommandError(here(busy.message), returncode=2) from None
-        cancel = threading.Event()
-
-        def on_signal(signum: int, frame: Any) -> None:
-            cancel.set()  # our own job: the signal is the cancel, no need to go through the row
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        started.append(True)  # from here a signal cancels the job (recorded), it no longer exits
         bars = Bars(sys.stderr)
         try:
             job = execute_job(job, cancel, listener=bars)
         finally:
             bars.close()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
         publisher.flush()  # the final snapshot must reach Redis before this process exits
         state = loader_state(job=job)
         if opts["json"]:
