@@ -22,6 +22,8 @@ from typing import Any
 
 from django.conf import settings
 
+from loader.pipeline.i18n import gettext_noop
+
 from .hf_cache import cached_models
 from .pipeline import formats
 from .pipeline.adapters import read_adapter_config, summary
@@ -66,13 +68,13 @@ class ModelEntry:
                 out["kind"] = "adapter" if out["kind"] == "model" else out["kind"]
                 out["problem"] = _describe_adapter(self.path, root, out, catalog)
             elif formats.advice(kind):
-                out["problem"] = formats.advice(kind)
+                out["problem"] = formats.advice(kind, self.name)
             else:
                 out["problem"] = _describe_config(config, out)
                 if out["problem"] is None and not out["shards"]:
-                    out["problem"] = "가중치 파일(.safetensors 또는 pytorch_model.bin)이 없습니다"
+                    out["problem"] = gettext_noop("가중치 파일(.safetensors 또는 pytorch_model.bin)이 없습니다")
         except Exception as exc:  # never one folder's fault for the whole list
-            out["problem"] = f"폴더를 읽을 수 없습니다 ({type(exc).__name__})"
+            out["problem"] = gettext_noop("폴더를 읽을 수 없습니다 ({name})", name=type(exc).__name__)
         return out
 
 
@@ -108,9 +110,9 @@ def _config(path: Path, root: Path) -> Any:
     except LoadError as exc:
         return exc.user_message
     except PermissionError:
-        return "config.json을 읽을 수 없습니다(권한)"
+        return gettext_noop("config.json을 읽을 수 없습니다(권한)")
     except (OSError, JsonUnreadable) as exc:
-        return f"config.json을 읽을 수 없습니다: {exc}"[:200]
+        return gettext_noop("config.json을 읽을 수 없습니다: {value}", value=exc)[:200]
 
 
 def _describe_config(config: Any, out: dict[str, Any]) -> str | None:
@@ -118,7 +120,7 @@ def _describe_config(config: Any, out: dict[str, Any]) -> str | None:
     if isinstance(config, str):
         return config
     if not isinstance(config, dict):
-        return "config.json 형식이 잘못되었습니다(객체가 아님)"
+        return gettext_noop("config.json 형식이 잘못되었습니다(객체가 아님)")
     try:
         check_config_fields(config)
     except LoadError as exc:
@@ -138,7 +140,7 @@ def _describe_adapter(path: Path, root: Path, out: dict[str, Any], catalog: list
     base = config.get("base_model_name_or_path")
     base_path = resolve_base(base, catalog) if isinstance(base, str) else None
     if base_path is None:
-        return f"기본 모델을 찾을 수 없습니다: {str(base)[:200]}"
+        return gettext_noop("기본 모델을 찾을 수 없습니다: {str}", str=str(base)[:200])
     base_entry = next((e for e in (list_models() if catalog is None else catalog) if e.path == base_path), None)
     if base_entry is not None:  # never an adapter: resolve_base skips them, so this cannot recurse
         base_desc = base_entry.describe()

@@ -13,6 +13,8 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from loader.pipeline.i18n import gettext_noop
+
 from .events import publisher
 from .models import ServerProcess
 from .pipeline import LoadedModel
@@ -97,7 +99,7 @@ def model_unload() -> bool:
     and its row is watched until it is empty.
     """
     if job_active() is not None or SLOT.busy:
-        raise LoaderBusy("모델을 로드하는 중에는 언로드할 수 없습니다.", "a load is active")
+        raise LoaderBusy(gettext_noop("모델을 로드하는 중에는 언로드할 수 없습니다."), "a load is active")
     had = model_unload_local() if SLOT.loaded is not None else False
     others = [row for row in processes_holding() if (row.host, row.pid) != (IDENTITY.host, IDENTITY.pid)]
     remote = bool(others)

@@ -78,7 +78,7 @@ def job_start(
         with transaction.atomic():
             job = LoadJob.objects.create(
                 model_name=model_name, model_path=model_path, device_requested=device, dtype_requested=dtype,
-                source=source, requested_by=requested_by, lang=lang, merge=merge, state=S.QUEUED, message="준비 중...",
+                source=source, requested_by=requested_by, lang=lang, merge=merge, state=S.QUEUED, message=gettext_noop('준비 중...'),
                 owner_host=IDENTITY.host, owner_pid=IDENTITY.pid, heartbeat_at=now, progress_at=now,
             )  # fmt: skip
             if then is not None:
@@ -129,11 +129,16 @@ def _error_fields(code: str, message: str, detail: str) -> dict[str, Any]:
 
 def job_fail(*, job: LoadJob, code: str, message: str, detail: str) -> bool:
     """``message`` may be a ``Msg`` (template + parameters): viewers then read it in their language."""
-    return _finish(job, S.FAILED, message=f"❌ 오류: {message}", **_error_fields(code, message, detail))
+    return _finish(
+        job,
+        S.FAILED,
+        message=gettext_noop("❌ 오류: {message}", message=message),
+        **_error_fields(code, message, detail),
+    )
 
 
 def job_mark_cancelled(*, job: LoadJob) -> bool:
-    return _finish(job, S.CANCELLED, message="로드가 취소되었습니다.", cancel_requested=True)
+    return _finish(job, S.CANCELLED, message=gettext_noop("로드가 취소되었습니다."), cancel_requested=True)
 
 
 def job_abandon(*, job: LoadJob, held_bytes: int) -> bool:
@@ -145,7 +150,7 @@ def job_abandon(*, job: LoadJob, held_bytes: int) -> bool:
     )
     detail = f"load thread still blocked after cancel; abandoned; process RSS grew {held_bytes} bytes"
     return _finish(
-        job, S.CANCELLED, cancel_requested=True, message="로드가 멈추지 않아 포기했습니다(읽기가 막힘).",
+        job, S.CANCELLED, cancel_requested=True, message=gettext_noop('로드가 멈추지 않아 포기했습니다(읽기가 막힘).'),
         **_error_fields("abandoned", message, detail),
     )  # fmt: skip
 
@@ -159,7 +164,7 @@ def job_cancel(*, job: LoadJob) -> bool:
     The flag in the row is the route: an owner in this process sees it through its token at
     once, one in another server through the agent's channel, a CLI owner by reading the row.
     """
-    if not _transition(job, ACTIVE, cancel_requested=True, message="취소하는 중..."):
+    if not _transition(job, ACTIVE, cancel_requested=True, message=gettext_noop("취소하는 중...")):
         return False
     if job.owner_host == IDENTITY.host and job.owner_pid == IDENTITY.pid:
         TOKENS.fire(job.pk)
@@ -199,7 +204,7 @@ def job_reap() -> list[int]:
             continue
         gone = gettext_noop("로드가 중단되었습니다: 로드하던 프로세스가 종료되었습니다. 다시 로드하세요.")
         if _finish(
-            job, S.INTERRUPTED, message="로드가 중단되었습니다(서버 또는 프로세스 종료).",
+            job, S.INTERRUPTED, message=gettext_noop('로드가 중단되었습니다(서버 또는 프로세스 종료).'),
             **_error_fields("interrupted", gone, f"owner {job.owner_host}:{job.owner_pid} is gone"),
         ):  # fmt: skip
             reaped.append(job.pk)

@@ -20,19 +20,19 @@ import sys
 import threading
 from typing import Any, TextIO
 
-from .pipeline.i18n import printable
+from .pipeline.i18n import gettext_noop, printable
 
 log = logging.getLogger("loader.terminal")
 
 STAGE_ORDER = ("preparing", "tokenizer", "config", "weights", "device", "metadata")
 # Short names for log lines; the English key follows so a log reader of either language gets it.
 STAGE_NAMES = {
-    "preparing": "준비",
-    "tokenizer": "토크나이저",
-    "config": "모델 구성",
-    "weights": "가중치",
-    "device": "장치 이동",
-    "metadata": "메타데이터",
+    "preparing": gettext_noop("준비"),
+    "tokenizer": gettext_noop("토크나이저"),
+    "config": gettext_noop("모델 구성"),
+    "weights": gettext_noop("가중치"),
+    "device": gettext_noop("장치 이동"),
+    "metadata": gettext_noop("메타데이터"),
 }
 SHARDS_DESC = "Loading checkpoint shards"
 REMEMBERED_JOBS = 64
@@ -46,7 +46,10 @@ class LoadBars:
 
         self.tqdm, self.stream = tqdm, stream
         self.overall = tqdm(
-            total=100, desc="준비 중...", file=stream, bar_format="{desc:<24} {percentage:3.0f}%|{bar}| [{elapsed}]"
+            total=100,
+            desc=gettext_noop("준비 중..."),
+            file=stream,
+            bar_format="{desc:<24} {percentage:3.0f}%|{bar}| [{elapsed}]",
         )
         self.weights: Any = None
         self.weights_closed = False
@@ -131,7 +134,7 @@ class TerminalBars:
         self._close_bars()
         self._job, self._logged = job["id"], set()
         self._info(
-            "로드 시작 #%s: %s (%s, device=%s, dtype=%s)",
+            gettext_noop('로드 시작 #%s: %s (%s, device=%s, dtype=%s)'),
             job["id"], job.get("model"), job.get("source"), job.get("device_requested"), job.get("dtype_requested"),
         )  # fmt: skip
         enabled = bars_enabled() if self._enabled is None else self._enabled
@@ -153,7 +156,7 @@ class TerminalBars:
         if state == "succeeded":
             took = f", {float(total):.2f}s" if total is not None else ""
             log.info(
-                "✅ 모델 로드 완료! #%s %s (%s, %s%s)",
+                gettext_noop("✅ 모델 로드 완료! #%s %s (%s, %s%s)"),
                 job["id"],
                 job.get("model"),
                 job.get("device"),
@@ -161,10 +164,10 @@ class TerminalBars:
                 took,
             )
         elif state == "cancelled":
-            log.info("로드가 취소되었습니다. #%s %s", job["id"], job.get("model"))
+            log.info(gettext_noop("로드가 취소되었습니다. #%s %s"), job["id"], job.get("model"))
         else:
             error = job.get("error") or {}
-            log.warning("❌ 오류: #%s %s: %s", job["id"], job.get("model"), error.get("message") or state)
+            log.warning(gettext_noop("❌ 오류: #%s %s: %s"), job["id"], job.get("model"), error.get("message") or state)
 
     def _info(self, fmt: str, *args: Any) -> None:
         if self._bars is None:

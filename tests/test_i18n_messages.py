@@ -76,7 +76,8 @@ def _korean_literals(path: Path) -> list[tuple[int, str]]:
     }  # fmt: skip
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.JoinedStr) and HANGUL.search(ast.unparse(node)):
+        own_text = [v.value for v in getattr(node, "values", []) if isinstance(v, ast.Constant)]
+        if isinstance(node, ast.JoinedStr) and HANGUL.search("".join(map(str, own_text))):
             found.append((node.lineno, ast.unparse(node)))
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
             found += [(node.lineno, node.value)] if HANGUL.search(node.value) else []

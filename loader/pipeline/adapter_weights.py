@@ -15,6 +15,7 @@ from .adapters import SHOWN, AdapterInfo
 from .checkpoint import CheckpointInfo
 from .errors import AdapterMismatch, LoadCancelled
 from .events import WeightsDetail
+from .i18n import gettext_noop
 
 
 class Reporter(Protocol):
@@ -67,7 +68,9 @@ def attach_adapter(model: Any, info: CheckpointInfo, rep: Reporter, cancel: thre
         unexpected = [k for k in getattr(result, "unexpected_keys", []) if "default" in k or "lora" in k]
         if unexpected:
             raise AdapterMismatch(
-                f"어댑터의 텐서 일부가 기본 모델에 들어가지 않았습니다: {', '.join(unexpected[:SHOWN])}",
+                gettext_noop(
+                    "어댑터의 텐서 일부가 기본 모델에 들어가지 않았습니다: {join}", join=", ".join(unexpected[:SHOWN])
+                ),
                 f"unexpected adapter keys: {unexpected[:10]}",
             )
         wrapped.eval()
@@ -78,5 +81,5 @@ def attach_adapter(model: Any, info: CheckpointInfo, rep: Reporter, cancel: thre
         raise
     except (ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
         raise AdapterMismatch(
-            f"어댑터를 기본 모델에 적용할 수 없습니다: {type(exc).__name__}", repr(exc)[:1000]
+            gettext_noop("어댑터를 기본 모델에 적용할 수 없습니다: {name}", name=type(exc).__name__), repr(exc)[:1000]
         ) from exc

@@ -27,6 +27,7 @@ from .errors import (
 )
 from .formats import ADAPTER, ADAPTER_CONFIG, detect
 from .header import read_header
+from .i18n import gettext_noop
 from .request import LoadRequest
 from .safefs import CONFIG_CAP, JsonUnreadable, check_folder_files, folder_root, read_json
 from .torchbin import read_bin
@@ -71,10 +72,16 @@ def read_adapter_config(path: Path, root: Path | None = None) -> dict[str, Any]:
     try:
         config = read_json(path / ADAPTER_CONFIG, root, CONFIG_CAP)
     except (OSError, JsonUnreadable) as exc:
-        raise ConfigUnreadable(f"{ADAPTER_CONFIG}을 읽을 수 없습니다: {path.name}", f"{ADAPTER_CONFIG}: {exc}") from exc
+        raise ConfigUnreadable(
+            gettext_noop("{adapter_config}을 읽을 수 없습니다: {name}", adapter_config=ADAPTER_CONFIG, name=path.name),
+            f"{ADAPTER_CONFIG}: {exc}",
+        ) from exc
     if not isinstance(config, dict) or not isinstance(config.get("peft_type"), str):
         raise ConfigUnreadable(
-            f"{ADAPTER_CONFIG}에 peft_type이 없습니다: {path.name}", f"{ADAPTER_CONFIG}: no peft_type string"
+            gettext_noop(
+                "{adapter_config}에 peft_type이 없습니다: {name}", adapter_config=ADAPTER_CONFIG, name=path.name
+            ),
+            f"{ADAPTER_CONFIG}: no peft_type string",
         )
     return config
 
@@ -83,7 +90,9 @@ def _peft_types() -> set[str]:
     try:
         from peft import PEFT_TYPE_TO_CONFIG_MAPPING
     except ImportError as exc:
-        raise MissingPackage("PEFT 어댑터를 로드하려면 peft 패키지가 필요합니다(pip install peft).", repr(exc)) from exc
+        raise MissingPackage(
+            gettext_noop("PEFT 어댑터를 로드하려면 peft 패키지가 필요합니다(pip install peft)."), repr(exc)
+        ) from exc
     return {str(getattr(k, "value", k)) for k in PEFT_TYPE_TO_CONFIG_MAPPING}
 
 
@@ -92,7 +101,8 @@ def adapter_file(path: Path, root: Path) -> Path:
         if (path / name).exists():
             return path / name
     raise NotAModelFolder(
-        f"어댑터 가중치 파일(adapter_model.safetensors)이 없습니다: {path.name}", f"{path}: no adapter weights"
+        gettext_noop("어댑터 가중치 파일(adapter_model.safetensors)이 없습니다: {name}", name=path.name),
+        f"{path}: no adapter weights",
     )
 
 
@@ -115,24 +125,28 @@ def preflight_adapter(request: LoadRequest, base_preflight: Any) -> CheckpointIn
     peft_type = config["peft_type"]
     if peft_type not in _peft_types():
         raise UnsupportedFormat(
-            f"설치된 peft가 모르는 어댑터 유형입니다: {peft_type[:40]}",
+            gettext_noop("설치된 peft가 모르는 어댑터 유형입니다: {peft_type}", peft_type=peft_type[:40]),
             f"{ADAPTER_CONFIG}: peft_type {peft_type[:40]!r}",
         )
     base = config.get("base_model_name_or_path")
     if not isinstance(base, str) or not base.strip():
         raise AdapterBaseMissing(
-            f"어댑터 설정에 기본 모델(base_model_name_or_path)이 없습니다: {path.name}", "no base_model_name_or_path"
+            gettext_noop("어댑터 설정에 기본 모델(base_model_name_or_path)이 없습니다: {name}", name=path.name),
+            "no base_model_name_or_path",
         )
     base_path = resolve_base(base, request)
     if base_path is None:
         raise AdapterBaseMissing(
-            f"어댑터의 기본 모델을 찾을 수 없습니다: {base[:200]}. 기본 모델을 models/ 폴더나 "
-            "Hugging Face 캐시에 넣으세요.",
+            gettext_noop(
+                "어댑터의 기본 모델을 찾을 수 없습니다: {base}. 기본 모델을 models/ 폴더나 Hugging Face 캐시에 넣으세요.",
+                base=base[:200],
+            ),
             f"base_model_name_or_path={base[:200]!r} is neither a listed model nor a folder",
         )
     if detect(base_path) == ADAPTER:
         raise AdapterBaseMissing(
-            f"어댑터의 기본 모델이 또 다른 어댑터입니다: {base[:200]}", f"{base_path} is an adapter folder"
+            gettext_noop("어댑터의 기본 모델이 또 다른 어댑터입니다: {base}", base=base[:200]),
+            f"{base_path} is an adapter folder",
         )
     check_folder_files(path, root)
     file = adapter_file(path, root)
@@ -193,17 +207,16 @@ def check_names(config: dict[str, Any], tensors: dict[str, TensorInfo], base: di
         ):
             shapes.append(key)
     if unknown or untargeted or shapes:
-        parts_ko = [
-            f"{label} {len(keys)}개({', '.join(sorted(keys)[:SHOWN])})"
-            for label, keys in (
-                ("기본 모델에 없는 모듈", unknown),
-                ("대상이 아닌 모듈", untargeted),
-                ("모양 다름", shapes),
-            )
-            if keys
-        ]
         raise AdapterMismatch(
-            f"어댑터가 기본 모델({name[:120]})과 맞지 않습니다: " + "; ".join(parts_ko),
+            gettext_noop(
+                "어댑터가 기본 모델({name})과 맞지 않습니다: 기본 모델에 없는 모듈 {unknown}개, "
+                "대상이 아닌 모듈 {untargeted}개, 모양 다름 {shapes}개. 예: {examples}",
+                name=name[:120],
+                unknown=len(unknown),
+                untargeted=len(untargeted),
+                shapes=len(shapes),
+                examples=", ".join([*sorted(unknown)[:2], *sorted(untargeted)[:2], *sorted(shapes)[:2]]),
+            ),
             f"unknown={sorted(unknown)[:SHOWN]} untargeted={sorted(untargeted)[:SHOWN]} shape={sorted(shapes)[:SHOWN]}",
         )
 

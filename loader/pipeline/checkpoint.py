@@ -24,6 +24,7 @@ from .errors import (
 )
 from .formats import ADAPTER, BIN, BIN_INDEX, BIN_NAME, NONE, SAFETENSORS, detect, quant_refusal, refuse
 from .header import DTYPE_BYTES, MAX_HEADER_BYTES, read_header
+from .i18n import gettext_noop
 from .safefs import CONFIG_CAP, JsonUnreadable, check_file, check_folder_files, folder_root, read_json
 from .torchbin import read_bin
 
@@ -82,11 +83,17 @@ class CheckpointInfo:
 
 def _open_folder(path: Path) -> None:
     if not path.exists():
-        raise FolderMissing(f"모델 폴더를 찾을 수 없습니다: {path.name}", f"{path} does not exist")
+        raise FolderMissing(
+            gettext_noop("모델 폴더를 찾을 수 없습니다: {name}", name=path.name), f"{path} does not exist"
+        )
     if not path.is_dir():
-        raise NotAModelFolder(f"모델 폴더가 아닙니다: {path.name}", f"{path} is not a directory")
+        raise NotAModelFolder(
+            gettext_noop("모델 폴더가 아닙니다: {name}", name=path.name), f"{path} is not a directory"
+        )
     if not os.access(path, os.R_OK | os.X_OK):
-        raise FolderUnreadable(f"모델 폴더를 읽을 수 없습니다(권한): {path.name}", f"{path}: no read permission")
+        raise FolderUnreadable(
+            gettext_noop("모델 폴더를 읽을 수 없습니다(권한): {name}", name=path.name), f"{path}: no read permission"
+        )
 
 
 def read_config(path: Path, root: Path | None = None) -> dict[str, Any]:
@@ -94,17 +101,27 @@ def read_config(path: Path, root: Path | None = None) -> dict[str, Any]:
     root = root or folder_root(path)
     config_path = path / "config.json"
     if not os.path.lexists(config_path):
-        raise NotAModelFolder(f"모델 폴더가 아닙니다(config.json 없음): {path.name}", f"{config_path} missing")
+        raise NotAModelFolder(
+            gettext_noop("모델 폴더가 아닙니다(config.json 없음): {name}", name=path.name), f"{config_path} missing"
+        )
     try:
         config = read_json(config_path, root, CONFIG_CAP)
     except PermissionError as exc:
-        raise FolderUnreadable(f"config.json을 읽을 수 없습니다(권한): {path.name}", repr(exc)) from exc
+        raise FolderUnreadable(
+            gettext_noop("config.json을 읽을 수 없습니다(권한): {name}", name=path.name), repr(exc)
+        ) from exc
     except FileNotFoundError as exc:
-        raise NotAModelFolder(f"모델 폴더가 아닙니다(config.json 없음): {path.name}", "config.json missing") from exc
+        raise NotAModelFolder(
+            gettext_noop("모델 폴더가 아닙니다(config.json 없음): {name}", name=path.name), "config.json missing"
+        ) from exc
     except (OSError, JsonUnreadable) as exc:
-        raise ConfigUnreadable(f"config.json을 읽을 수 없습니다: {path.name}", f"config.json: {exc}") from exc
+        raise ConfigUnreadable(
+            gettext_noop("config.json을 읽을 수 없습니다: {name}", name=path.name), f"config.json: {exc}"
+        ) from exc
     if not isinstance(config, dict):
-        raise ConfigUnreadable(f"config.json 형식이 잘못되었습니다: {path.name}", "top level is not an object")
+        raise ConfigUnreadable(
+            gettext_noop("config.json 형식이 잘못되었습니다: {name}", name=path.name), "top level is not an object"
+        )
     return config
 
 
@@ -113,7 +130,7 @@ def _shard_name(name: Any, path: Path, index: str = INDEX_NAME) -> str:
     pure = PurePosixPath(name) if isinstance(name, str) else None
     if pure is None or not name or "\\" in name or "\0" in name or pure.is_absolute() or ".." in pure.parts:
         raise UnsafeFile(
-            f"샤드 인덱스가 모델 폴더 밖의 파일을 가리킵니다: {path.name}",
+            gettext_noop("샤드 인덱스가 모델 폴더 밖의 파일을 가리킵니다: {name}", name=path.name),
             f"{index}: a weight_map entry is not a file name inside the folder",
         )
     return name
@@ -124,12 +141,20 @@ def _index_shards(path: Path, root: Path, index_name: str = INDEX_NAME) -> list[
     try:
         data = read_json(index, root, CONFIG_CAP)
     except (OSError, JsonUnreadable) as exc:
-        raise ShardCorrupt(f"샤드 인덱스 파일이 손상되었습니다: {path.name}", f"{index_name}: {exc}") from exc
+        raise ShardCorrupt(
+            gettext_noop("샤드 인덱스 파일이 손상되었습니다: {name}", name=path.name), f"{index_name}: {exc}"
+        ) from exc
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(k, str) for k in weight_map):
-        raise ShardCorrupt(f"샤드 인덱스 파일이 손상되었습니다: {path.name}", f"{index_name}: no weight_map object")
+        raise ShardCorrupt(
+            gettext_noop("샤드 인덱스 파일이 손상되었습니다: {name}", name=path.name),
+            f"{index_name}: no weight_map object",
+        )
     if not isinstance(data.get("metadata"), dict):  # transformers reads it; without it the load fails late
-        raise ShardCorrupt(f"샤드 인덱스 파일이 손상되었습니다: {path.name}", f"{index_name}: no metadata object")
+        raise ShardCorrupt(
+            gettext_noop("샤드 인덱스 파일이 손상되었습니다: {name}", name=path.name),
+            f"{index_name}: no metadata object",
+        )
     names = sorted({_shard_name(v, path, index_name) for v in weight_map.values()})
     files = [path / n for n in names]
     for f in files:
@@ -137,7 +162,8 @@ def _index_shards(path: Path, root: Path, index_name: str = INDEX_NAME) -> list[
             check_file(f, root)
         except FileNotFoundError:
             raise ShardMissing(
-                f"샤드 파일이 없습니다: {f.name} ({len(files)}개 중)", f"{index_name} names a missing shard {f.name}"
+                gettext_noop("샤드 파일이 없습니다: {name} ({len}개 중)", name=f.name, len=len(files)),
+                f"{index_name} names a missing shard {f.name}",
             ) from None
     return files
 
@@ -153,7 +179,8 @@ def shard_files(path: Path, root: Path | None = None) -> list[Path]:
             check_file(path / single, root)
             return [path / single]
     raise NotAModelFolder(
-        f"가중치 파일(.safetensors 또는 pytorch_model.bin)이 없습니다: {path.name}", f"{path}: no model weights"
+        gettext_noop("가중치 파일(.safetensors 또는 pytorch_model.bin)이 없습니다: {name}", name=path.name),
+        f"{path}: no model weights",
     )
 
 
@@ -190,11 +217,13 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
         try:
             entries = _tensors(file, root)
         except PermissionError as exc:
-            raise FolderUnreadable(f"가중치 파일을 읽을 수 없습니다(권한): {file.name}", repr(exc)) from exc
+            raise FolderUnreadable(
+                gettext_noop("가중치 파일을 읽을 수 없습니다(권한): {name}", name=file.name), repr(exc)
+            ) from exc
         for name, e in entries.items():
             if name in info.tensors:
                 raise ShardCorrupt(
-                    f"같은 텐서가 여러 샤드에 있습니다: {file.name}",
+                    gettext_noop("같은 텐서가 여러 샤드에 있습니다: {name}", name=file.name),
                     f"tensor {name[:80]!r} appears in two shards",
                 )
             e.shard = k

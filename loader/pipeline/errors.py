@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .i18n import parts
+from .i18n import gettext_noop, parts
 
 
 class LoadError(Exception):
@@ -116,7 +116,7 @@ class LoadCancelled(LoadError):
     code = "cancelled"
 
     def __init__(self) -> None:
-        super().__init__("로드가 취소되었습니다.", "cancelled by request")
+        super().__init__(gettext_noop("로드가 취소되었습니다."), "cancelled by request")
 
 
 class UnsupportedFormat(LoadError):

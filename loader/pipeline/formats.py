@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UnsupportedFormat
+from .i18n import Msg, gettext_noop
 from .safefs import folder_root, open_regular
 
 SAFETENSORS, BIN, ADAPTER = "safetensors", "bin", "adapter"
@@ -24,36 +25,31 @@ ADAPTER_CONFIG = "adapter_config.json"
 GGUF_MAGIC = b"GGUF"
 
 # Korean, English: what it is and what to do. The catalog shows the Korean one as the problem.
-_ADVICE: dict[str, tuple[str, str]] = {
-    GGUF: (
-        "GGUF는 llama.cpp/Ollama용 형식입니다. llama.cpp나 Ollama로 실행하거나, 원본 Hugging Face "
-        "체크포인트(safetensors)를 models/에 넣으세요.",
-        "GGUF is the llama.cpp/Ollama format: run it with llama.cpp or Ollama, or put the original "
-        "Hugging Face (safetensors) checkpoint in models/.",
+# Whole sentences per format (the page and the CLI say them in the viewer's language).
+_ADVICE: dict[str, str] = {
+    GGUF: gettext_noop(
+        "지원하지 않는 형식입니다(GGUF): {name}. GGUF는 llama.cpp/Ollama용 형식입니다. "
+        "llama.cpp나 Ollama로 실행하거나, 원본 Hugging Face 체크포인트(safetensors)를 models/에 넣으세요."
     ),
-    MLX: (
-        "MLX로 양자화된 모델입니다(Apple MLX 전용). mlx-lm으로 실행하거나, 양자화하지 않은 원본 "
-        "체크포인트를 models/에 넣으세요.",
-        "an MLX-quantized model (Apple MLX only): run it with mlx-lm, or use the unquantized original checkpoint.",
+    MLX: gettext_noop(
+        "지원하지 않는 형식입니다(MLX): {name}. MLX로 양자화된 모델입니다(Apple MLX 전용). "
+        "mlx-lm으로 실행하거나, 양자화하지 않은 원본 체크포인트를 models/에 넣으세요."
     ),
-    ONNX: (
-        "ONNX 내보내기입니다. onnxruntime/Optimum으로 실행하거나, 원본 PyTorch 체크포인트를 models/에 넣으세요.",
-        "an ONNX export: run it with onnxruntime/Optimum, or use the original PyTorch checkpoint.",
+    ONNX: gettext_noop(
+        "지원하지 않는 형식입니다(ONNX): {name}. ONNX 내보내기입니다. "
+        "onnxruntime/Optimum으로 실행하거나, 원본 PyTorch 체크포인트를 models/에 넣으세요."
     ),
-    TF: (
-        "TensorFlow 가중치(tf_model.h5)입니다. transformers 5는 TensorFlow를 지원하지 않습니다: "
-        "safetensors로 변환된 체크포인트를 사용하세요.",
-        "TensorFlow weights (tf_model.h5): transformers 5 has no TensorFlow; use a safetensors checkpoint.",
+    TF: gettext_noop(
+        "지원하지 않는 형식입니다(TensorFlow): {name}. TensorFlow 가중치(tf_model.h5)입니다. "
+        "transformers 5는 TensorFlow를 지원하지 않습니다: safetensors로 변환된 체크포인트를 사용하세요."
     ),
-    FLAX: (
-        "Flax 가중치(flax_model.msgpack)입니다. transformers 5는 Flax를 지원하지 않습니다: "
-        "safetensors로 변환된 체크포인트를 사용하세요.",
-        "Flax weights (flax_model.msgpack): transformers 5 has no Flax; use a safetensors checkpoint.",
+    FLAX: gettext_noop(
+        "지원하지 않는 형식입니다(Flax): {name}. Flax 가중치(flax_model.msgpack)입니다. "
+        "transformers 5는 Flax를 지원하지 않습니다: safetensors로 변환된 체크포인트를 사용하세요."
     ),
-    PTH: (
-        "Meta 원본 형식(consolidated.*.pth)입니다. transformers의 convert_llama_weights_to_hf로 변환한 "
-        "체크포인트를 사용하세요.",
-        "Meta's original format (consolidated.*.pth): convert it with transformers' convert_llama_weights_to_hf.",
+    PTH: gettext_noop(
+        "지원하지 않는 형식입니다(Meta .pth): {name}. Meta 원본 형식(consolidated.*.pth)입니다. "
+        "transformers의 convert_llama_weights_to_hf로 변환한 체크포인트를 사용하세요."
     ),
 }
 
@@ -113,9 +109,10 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
-def advice(kind: str, lang: str = "ko") -> str:
-    ko, en = _ADVICE.get(kind, ("", ""))
-    return en if lang == "en" else ko
+def advice(kind: str, name: str = "") -> str:
+    """What to do with a folder of ``kind`` (empty for formats we load)."""
+    template = _ADVICE.get(kind)
+    return Msg(template, {"name": name}) if template else ""
 
 
 def gguf_header(file: Path, root: Path | None = None) -> dict[str, int]:
@@ -140,7 +137,11 @@ def refuse(kind: str, path: Path, lang: str = "ko") -> UnsupportedFormat:
             detail += f" ({gguf.name}: {header or 'no GGUF magic'})"
         except Exception as exc:  # the refusal stands; the header is only a detail
             detail += f" ({type(exc).__name__})"
-    return UnsupportedFormat(f"지원하지 않는 형식입니다({label}): {path.name}. {advice(kind, 'ko')}", detail)
+    return UnsupportedFormat(
+        advice(kind, path.name)
+        or gettext_noop("지원하지 않는 형식입니다({label}): {name}", label=label, name=path.name),
+        detail,
+    )
 
 
 def quant_refusal(config: dict[str, Any], path: Path) -> UnsupportedFormat | None:
@@ -159,7 +160,10 @@ def quant_refusal(config: dict[str, Any], path: Path) -> UnsupportedFormat | Non
         return None
     shown = str(method)[:40] if method is not None else "?"
     return UnsupportedFormat(
-        f"이 버전의 transformers가 모르는 양자화 방식입니다({shown}): {path.name}. "
-        "양자화하지 않은 원본 체크포인트를 사용하세요.",
+        gettext_noop(
+            "이 버전의 transformers가 모르는 양자화 방식입니다({shown}): {name}. 양자화하지 않은 원본 체크포인트를 사용하세요.",
+            shown=shown,
+            name=path.name,
+        ),
         f"{path.name}: quantization_config.quant_method={shown!r} unknown to transformers",
     )

@@ -25,6 +25,7 @@ from .errors import (
     TokenizerError,
 )
 from .events import EventCallback, ProgressEvent, Stage, WeightsDetail, overall_percent, stage_message
+from .i18n import gettext_noop
 from .metadata import extract_metadata
 from .request import LoadedModel, LoadRequest
 from .resolve import load_config, model_class, preflight, warm_imports
@@ -131,9 +132,13 @@ def _stages(
         raise
     except Exception as exc:  # transformers raises many kinds for a bad tokenizer
         load_config(transformers, request)  # AutoTokenizer reads config.json too: blame it if it is the cause
-        raise TokenizerError(f"토크나이저를 불러올 수 없습니다: {request.path.name}", repr(exc)) from exc
+        raise TokenizerError(
+            gettext_noop("토크나이저를 불러올 수 없습니다: {name}", name=request.path.name), repr(exc)
+        ) from exc
     if isinstance(tokenizer, bool) or not hasattr(tokenizer, "encode"):
-        raise TokenizerError(f"토크나이저를 불러올 수 없습니다: {request.path.name}", f"got {type(tokenizer)!r}")
+        raise TokenizerError(
+            gettext_noop("토크나이저를 불러올 수 없습니다: {name}", name=request.path.name), f"got {type(tokenizer)!r}"
+        )
     rep.report(1.0, force=True)
     _check(cancel)
 
@@ -183,14 +188,23 @@ def _stages(
         rep.report(1.0, force=True)
     # The slot frees what a failed load held (after dropping the traceback that pins it).
     except ImportError as exc:  # e.g. a quantized checkpoint whose backend is not installed
-        raise MissingPackage(f"이 모델에 필요한 패키지가 설치되어 있지 않습니다: {exc}", repr(exc)) from exc
+        raise MissingPackage(
+            gettext_noop("이 모델에 필요한 패키지가 설치되어 있지 않습니다: {value}", value=exc), repr(exc)
+        ) from exc
     except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise OutOfMemory(f"메모리가 부족합니다({target}). 더 작은 모델이나 dtype을 선택하세요.", repr(exc)) from exc
+        raise OutOfMemory(
+            gettext_noop("메모리가 부족합니다({target}). 더 작은 모델이나 dtype을 선택하세요.", target=target),
+            repr(exc),
+        ) from exc
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         text = repr(exc)
         if "safetensors" in text.lower() or "header" in text.lower() or "deserializ" in text.lower():
-            raise ShardCorrupt(f"가중치 파일을 읽을 수 없습니다(손상?): {request.path.name}", text) from exc
-        raise LoadError(f"모델 가중치를 불러오지 못했습니다: {request.path.name}", text) from exc
+            raise ShardCorrupt(
+                gettext_noop("가중치 파일을 읽을 수 없습니다(손상?): {name}", name=request.path.name), text
+            ) from exc
+        raise LoadError(
+            gettext_noop("모델 가중치를 불러오지 못했습니다: {name}", name=request.path.name), text
+        ) from exc
 
     rep.enter(Stage.DONE, emit=False)
     rep.timings["total"] = round(time.monotonic() - started, 4)

@@ -20,6 +20,7 @@ from typing import Any
 
 from .engine import Shard
 from .errors import LoadError, ShardCorrupt, ShardMissing
+from .i18n import gettext_noop
 
 CHUNK = 16 << 20
 PAGE = mmap.PAGESIZE
@@ -164,11 +165,13 @@ class Stream:
             return exc
         if isinstance(exc, FileNotFoundError):
             name = os.path.basename(exc.filename or "") or "?"
-            return ShardMissing(f"샤드 파일이 로드 중에 사라졌습니다: {name}", repr(exc))
-        return ShardCorrupt(f"가중치 파일을 읽을 수 없습니다: {exc}", repr(exc))
+            return ShardMissing(gettext_noop("샤드 파일이 로드 중에 사라졌습니다: {name}", name=name), repr(exc))
+        return ShardCorrupt(gettext_noop("가중치 파일을 읽을 수 없습니다: {value}", value=exc), repr(exc))
 
     def truncated(self, shard: Shard, detail: str) -> ShardCorrupt:
-        return ShardCorrupt(f"가중치 파일이 로드 중에 잘렸습니다: {shard.path.name}", f"{shard.path}: {detail}")
+        return ShardCorrupt(
+            gettext_noop("가중치 파일이 로드 중에 잘렸습니다: {name}", name=shard.path.name), f"{shard.path}: {detail}"
+        )
 
     def verify(self) -> None:
         """Every shard still on disk, the same file, whole: else the landed bytes are not the model."""
@@ -176,10 +179,15 @@ class Stream:
             try:
                 now = os.stat(shard.path)
             except FileNotFoundError as exc:
-                raise ShardMissing(f"샤드 파일이 로드 중에 사라졌습니다: {shard.path.name}", repr(exc)) from exc
+                raise ShardMissing(
+                    gettext_noop("샤드 파일이 로드 중에 사라졌습니다: {name}", name=shard.path.name), repr(exc)
+                ) from exc
             held = os.fstat(fd)
             if (now.st_ino, now.st_dev) != (held.st_ino, held.st_dev):
-                raise ShardMissing(f"샤드 파일이 로드 중에 바뀌었습니다: {shard.path.name}", f"{shard.path} replaced")
+                raise ShardMissing(
+                    gettext_noop("샤드 파일이 로드 중에 바뀌었습니다: {name}", name=shard.path.name),
+                    f"{shard.path} replaced",
+                )
             if held.st_size < shard.data_start + shard.data_len:
                 raise self.truncated(shard, f"{held.st_size} bytes, needs {shard.data_start + shard.data_len}")
 
@@ -223,7 +231,9 @@ class CpuStream(Stream):
         if err == errno.EFAULT:  # pages past the end of the file: it was truncated under us
             raise self.truncated(shard, f"page-in failed at offset {shard.data_start + off}")
         if err != errno.EINVAL:
-            raise ShardCorrupt(f"가중치 파일을 읽을 수 없습니다: {shard.path.name}", os.strerror(err))
+            raise ShardCorrupt(
+                gettext_noop("가중치 파일을 읽을 수 없습니다: {name}", name=shard.path.name), os.strerror(err)
+            )
         # Kernel before 5.14: read the bytes positionally instead (the file's size is checked first,
         # since touching a mapped page past the end would kill the process).
         if os.fstat(self.fds[k]).st_size < shard.data_start + off + n:

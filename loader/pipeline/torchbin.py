@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FolderUnreadable, ShardCorrupt, UnsafePickle
+from .i18n import gettext_noop
 from .safefs import check_file
 
 TORCH_TO_CODE = {
@@ -53,20 +54,27 @@ def read_bin(file: Path, root: Path) -> dict[str, BinTensor]:
             state = torch.load(str(file), map_location="meta", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UnsafePickle(
-            f"안전하지 않은 pickle이라 로드하지 않았습니다(임의 코드 실행 위험, 아무것도 실행하지 않음): {file.name}. "
-            "신뢰할 수 있는 출처라면 safetensors로 변환해 사용하세요.",
+            gettext_noop(
+                "안전하지 않은 pickle이라 로드하지 않았습니다(임의 코드 실행 위험, 아무것도 실행하지 않음): {name}. 신뢰할 수 있는 출처라면 safetensors로 변환해 사용하세요.",
+                name=file.name,
+            ),
             f"{file.name}: torch.load(weights_only=True) refused it: {_why(exc)}",
         ) from None
     except PermissionError as exc:
-        raise FolderUnreadable(f"가중치 파일을 읽을 수 없습니다(권한): {file.name}", repr(exc)) from exc
+        raise FolderUnreadable(
+            gettext_noop("가중치 파일을 읽을 수 없습니다(권한): {name}", name=file.name), repr(exc)
+        ) from exc
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, AttributeError) as exc:
         raise ShardCorrupt(
-            f"가중치 파일(.bin)이 손상되었습니다: {file.name}", f"{file.name}: {type(exc).__name__}: {_why(exc)}"
+            gettext_noop("가중치 파일(.bin)이 손상되었습니다: {name}", name=file.name),
+            f"{file.name}: {type(exc).__name__}: {_why(exc)}",
         ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ShardCorrupt(f"가중치 파일(.bin)에 텐서 사전이 없습니다: {file.name}", f"{file.name}: not a dict")
+        raise ShardCorrupt(
+            gettext_noop("가중치 파일(.bin)에 텐서 사전이 없습니다: {name}", name=file.name), f"{file.name}: not a dict"
+        )
     out: dict[str, BinTensor] = {}
     for name, tensor in state.items():
         if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):

@@ -23,6 +23,7 @@ from typing import Any
 from .checkpoint import CheckpointInfo
 from .errors import LoadCancelled, ShardCorrupt
 from .events import WeightsDetail
+from .i18n import gettext_noop
 
 CHUNK_BYTES = 32 * 1024 * 1024
 MADV_POPULATE_READ = 22  # Linux >= 5.14; elsewhere we touch one byte per page instead
@@ -148,7 +149,7 @@ def populate(address: int, length: int, tensor: Any, offset: int, torch: Any) ->
         if _libc.madvise(start, address + length - start, MADV_POPULATE_READ) == 0:
             return
         if ctypes.get_errno() == 14:  # EFAULT: past the end of a shard truncated under us; touching would SIGBUS
-            raise ShardCorrupt("가중치 파일이 로드 중에 잘렸습니다", f"page-in failed at {address:#x}")
+            raise ShardCorrupt(gettext_noop("가중치 파일이 로드 중에 잘렸습니다"), f"page-in failed at {address:#x}")
     flat = tensor.detach().reshape(-1).view(torch.uint8)
     flat[offset : offset + length : _PAGE].sum()
 
