@@ -73,6 +73,7 @@ def job_snapshot(job: LoadJob | None) -> dict[str, Any] | None:
         "device_requested": job.device_requested,
         "dtype_requested": job.dtype_requested,
         "source": job.source,
+        "lang": job.lang,  # the language of ``message`` (the requester's)
         "detail": DETAIL_DEFAULTS | (job.detail or {}),
         "timings": job.timings or {},
         "expected_total_s": expected_total_seconds(job.model_name) if job.is_active else None,

@@ -45,8 +45,15 @@ STAGE_MESSAGES: dict[Stage, tuple[str, str]] = {
 }
 
 
-def stage_message(stage: Stage, lang: str = "ko", **fmt: Any) -> str:
-    ko, en = STAGE_MESSAGES[stage]
+# Named steps inside "preparing", so a slow first load (imports) moves and says why.
+STEP_MESSAGES: dict[str, tuple[str, str]] = {
+    "imports": ("준비 중: 라이브러리 불러오는 중 ({module})...", "Preparing: importing libraries ({module})..."),
+    "checking": ("준비 중: 체크포인트 확인 중...", "Preparing: checking the checkpoint..."),
+}
+
+
+def stage_message(stage: Stage, lang: str = "ko", step: str = "", **fmt: Any) -> str:
+    ko, en = STEP_MESSAGES[step] if step in STEP_MESSAGES else STAGE_MESSAGES[stage]
     text = en if lang.startswith("en") else ko
     return text.format(**fmt) if fmt else text
 

@@ -8,7 +8,10 @@ config's own fields and bounds, and the weights the config implies (``skeleton``
 from __future__ import annotations
 
 import contextlib
+import importlib
+import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from . import device as devices
@@ -24,7 +27,13 @@ _IMPORT_LOCK = threading.Lock()
 FLOAT_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
 
 
-def warm_imports() -> None:
+IMPORT_STEPS = (
+    ("torch", 0.35), ("transformers", 0.5), ("transformers.modeling_utils", 0.75),
+    ("transformers.core_model_loading", 0.8),
+)  # fmt: skip
+
+
+def warm_imports(progress: Callable[[str, float], None] | None = None) -> None:
     """Import the heavy modules (~4 s cold) so the first click does not pay for them.
 
     transformers imports lazily: without this the first ``from_pretrained`` spends its first
@@ -32,10 +41,11 @@ def warm_imports() -> None:
     from two threads at once (a half-built module loses names), hence the lock.
     """
     with _IMPORT_LOCK:
-        import torch  # noqa: F401
+        for module, fraction in IMPORT_STEPS:
+            if module not in sys.modules and progress is not None:
+                progress(module.split(".")[0], fraction * 0.5)  # half of "preparing"; checks take the rest
+            importlib.import_module(module)
         import transformers
-        import transformers.core_model_loading  # noqa: F401
-        import transformers.modeling_utils  # noqa: F401
 
         _ = transformers.AutoTokenizer, transformers.AutoConfig, transformers.AutoModelForCausalLM
         _ = transformers.PreTrainedTokenizerFast, transformers.LlamaConfig, transformers.LlamaForCausalLM

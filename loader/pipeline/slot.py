@@ -16,8 +16,8 @@ from .errors import DoesNotFit, LoadCancelled, LoaderBusy, LoadError
 from .events import EventCallback
 from .i18n import gettext_noop
 from .request import LoadedModel, LoadRequest
-from .resolve import preflight
-from .stages import load_checkpoint
+from .resolve import preflight, warm_imports
+from .stages import Reporter, load_checkpoint
 from .staging import release_staging
 
 
@@ -63,6 +63,11 @@ class ModelSlot:
             )
         generation = self._generation
         try:
+            # Feedback at once (the first socket message), then the imports and checks move the bar.
+            rep = Reporter(on_event, request.lang)
+            rep.report(0.0, force=True)
+            warm_imports(lambda module, fraction: rep.preparing_step("imports", fraction, module=module))
+            rep.preparing_step("checking", 0.5)
             info = preflight(request)
             if generation != self._generation:  # abandoned while blocked: the slot is someone else's now
                 raise LoadCancelled()
@@ -70,7 +75,7 @@ class ModelSlot:
             self._unload_locked()
             failure: LoadError | None = None
             try:
-                loaded = load_checkpoint(request, on_event, cancel, info=info)
+                loaded = load_checkpoint(request, on_event, cancel, info=info, rep=rep)
                 if generation != self._generation:  # abandoned: nobody waits for this model any more
                     del loaded
                     raise LoadCancelled()

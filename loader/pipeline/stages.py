@@ -36,7 +36,7 @@ from .weights import load_observed, move_to_device
 EMIT_INTERVAL_S = 0.05
 
 
-class _Reporter:
+class Reporter:
     """Keeps the overall percent monotonic and rate-limits the chatty weights stage."""
 
     def __init__(self, on_event: EventCallback, lang: str) -> None:
@@ -49,6 +49,7 @@ class _Reporter:
         self.stage_started = time.monotonic()
         self.last_emit = 0.0
         self.fmt: dict[str, str] = {}
+        self.step = ""
         # The part of the weights stage the base's bytes fill (the rest is an adapter's).
         self.weights_span = (0.0, 1.0)
 
@@ -56,7 +57,7 @@ class _Reporter:
         now = time.monotonic()
         if stage is not self.stage:
             self.timings[self.stage.value] = round(now - self.stage_started, 4)
-        self.stage, self.stage_started, self.fmt = stage, now, fmt
+        self.stage, self.stage_started, self.fmt, self.step = stage, now, fmt, ""
         if emit:
             self.report(0.0, force=True)
 
@@ -68,9 +69,14 @@ class _Reporter:
         if self.stage is Stage.WEIGHTS:
             fraction = self.weights_span[0] + (self.weights_span[1] - self.weights_span[0]) * fraction
         self.percent = max(self.percent, overall_percent(self.stage, fraction))
-        message = stage_message(self.stage, self.lang, **self.fmt)
+        message = stage_message(self.stage, self.lang, self.step, **self.fmt)
         detail = WeightsDetail(**vars(self.detail))
         self.on_event(ProgressEvent(self.stage, self.percent, message, detail, dict(self.timings)))
+
+    def preparing_step(self, step: str, fraction: float, **fmt: str) -> None:
+        """A named step of "preparing" (imports, checks): the bar moves and the message says why."""
+        self.step, self.fmt = step, fmt
+        self.report(fraction, force=True)
 
 
 def _check(cancel: threading.Event) -> None:
@@ -90,13 +96,16 @@ def load_checkpoint(
     on_event: EventCallback,
     cancel: threading.Event,
     info: CheckpointInfo | None = None,
+    rep: Reporter | None = None,
 ) -> LoadedModel:
-    rep = _Reporter(on_event, request.lang)
-    rep.report(0.0, force=True)  # feedback at once, before the slow imports
+    if rep is None:
+        rep = Reporter(on_event, request.lang)
+        rep.report(0.0, force=True)  # feedback at once, before the slow imports
     info = info or preflight(request)
     request = base_request(request, info)  # an adapter: the stages load its base, then the adapter
     started = time.monotonic()
-    warm_imports()
+    warm_imports(lambda module, fraction: rep.preparing_step("imports", fraction, module=module))
+    rep.step = ""
     import torch
     import transformers
     from transformers.utils import logging as hf_logging
@@ -116,7 +125,7 @@ def load_checkpoint(
 
 
 def _stages(
-    request: LoadRequest, rep: _Reporter, cancel: threading.Event, info: CheckpointInfo, target: str,
+    request: LoadRequest, rep: Reporter, cancel: threading.Event, info: CheckpointInfo, target: str,
     converting: bool, choice: engine.Choice, stream: Stream | None, started: float, torch: Any, transformers: Any,
     hf_logging: Any,
 ) -> LoadedModel:  # fmt: skip

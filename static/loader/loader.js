@@ -47,6 +47,8 @@
     return (e.text && e.text[window.MACTUNER_LANG]) || e.message;
   }
   function stageMessage(job) {
+    // The job's own message names the step (e.g. which library is importing) when it is in our language.
+    if (job.message && job.lang === window.MACTUNER_LANG && job.stage !== "done") return job.message;
     if (T.stages[job.stage]) return T.stages[job.stage];
     return job.message || T.stages[job.stage] || "";
   }
