@@ -18,7 +18,6 @@ from .i18n import gettext_noop
 from .request import LoadedModel, LoadRequest
 from .resolve import preflight, warm_imports
 from .stages import Reporter, load_checkpoint
-from .staging import release_staging
 
 
 def _gb(n: float) -> str:
@@ -126,9 +125,7 @@ class ModelSlot:
         if not self._lock.acquire(blocking=False):
             raise LoaderBusy(gettext_noop("모델을 로드하는 중에는 언로드할 수 없습니다."), "slot locked")
         try:
-            had = self._unload_locked()
-            release_staging()  # a new load keeps the ring; an explicit unload frees it too
-            return had
+            return self._unload_locked()
         finally:
             self._lock.release()
 

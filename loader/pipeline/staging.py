@@ -120,18 +120,6 @@ class CudaStream(Stream):
 _RING: list[Any] = [None]  # the one pinned ring kept between finished loads (≤ MAX_STAGING)
 
 
-def release_staging() -> None:
-    """Give the kept pinned ring back (an explicit unload: the user wants the memory now)."""
-    if _RING[0] is None:
-        return
-    _RING[0] = None
-    import torch
-
-    host_empty = getattr(torch._C, "_host_emptyCache", None)
-    if host_empty is not None:
-        host_empty()
-
-
 def _take_ring(nbytes: int) -> Any:
     import torch
 
