@@ -397,3 +397,15 @@ def test_hf_cache_snapshot_file_linking_out_of_its_repo_is_refused(
     error = load_within(slot, snapshot)
     assert isinstance(error, LoadError) and error.code == "unsafe_file"
     assert slot.loaded is before
+
+
+def test_a_deeply_nested_generation_config_is_a_config_error_not_a_weights_error(
+    broken: Path, models_root: Path
+) -> None:
+    (broken / "generation_config.json").write_text("[" * 200_000 + "]" * 200_000)
+    own = ModelSlot()
+    with pytest.raises(LoadError) as caught:
+        own.load(LoadRequest(broken), lambda e: None, threading.Event())
+    assert caught.value.code == "config_unreadable", caught.value.detail
+    assert own.load(LoadRequest(models_root / "tiny"), lambda e: None, threading.Event()).name == "tiny"
+    own.unload()

@@ -17,6 +17,7 @@ from .adapters import base_request
 from .checkpoint import CheckpointInfo
 from .engine import STREAM
 from .errors import (
+    ConfigUnreadable,
     LoadCancelled,
     LoadError,
     MissingPackage,
@@ -204,6 +205,11 @@ def _stages(
         raise OutOfMemory(
             gettext_noop("메모리가 부족합니다({target}). 더 작은 모델이나 dtype을 선택하세요.", target=target),
             repr(exc),
+        ) from exc
+    except RecursionError as exc:  # a JSON file transformers reads (generation_config.json) nested absurdly
+        raise ConfigUnreadable(
+            gettext_noop("모델 폴더의 JSON 파일이 너무 깊게 중첩되어 읽을 수 없습니다: {name}", name=request.path.name),
+            "RecursionError while transformers read the folder's JSON files",
         ) from exc
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         text = repr(exc)
