@@ -91,7 +91,7 @@ def run_case(model: str, n: int, loads: int) -> dict[str, float]:
         time.sleep(1)
         sampler = StatusSampler(server.port)
         sampler.start()
-        times = []
+        times, inside, delivery = [], [], []
         for _ in range(loads):
             t0 = time.perf_counter()
             status, body = api.call("POST", "/api/load", {"model": model, "device": "cpu"})
@@ -100,6 +100,8 @@ def run_case(model: str, n: int, loads: int) -> dict[str, float]:
             final = watcher.until(lambda m, j=job_id: job_of(m).get("id") == j and not job_of(m)["active"], 300)
             times.append(time.perf_counter() - t0)
             assert job_of(final)["state"] == "succeeded", job_of(final)
+            inside.append(job_of(final)["timings"]["total"])  # type: ignore[index]
+            delivery.append((time.time() - time.monotonic() + final["_received"] - final["emitted_at"]) * 1000)  # type: ignore[operator]
         sampler.stop.set()
         sampler.join()
         closed = sum(_closed_by_server(s) for s in crowd)
@@ -109,7 +111,8 @@ def run_case(model: str, n: int, loads: int) -> dict[str, float]:
     finally:
         server.stop()
     return {
-        "load": statistics.median(times), "p50": statistics.median(sampler.samples),
+        "load": statistics.median(times), "inside": statistics.median(inside), "delivery": statistics.median(delivery),
+        "p50": statistics.median(sampler.samples),
         "p99": pct(sampler.samples, 0.99), "max": max(sampler.samples), "n_status": len(sampler.samples),
         "failures": sampler.failures, "closed": closed,
     }  # fmt: skip
@@ -135,16 +138,17 @@ def main() -> None:
     args = parser.parse_args()
     model = checkpoint("crowd-medium-60m", "60M", 4).name
     print(
-        f"{'non-readers':>11s} {'load s':>7s} {'×quiet':>7s} {'status p50 ms':>13s} {'p99 ms':>8s} {'max ms':>8s}"
-        f" {'n':>5s} {'dropped':>8s}"
+        f"{'non-readers':>11s} {'load s':>7s} {'×quiet':>7s} {'in server s':>11s} {'final ms':>8s}"
+        f" {'status p50 ms':>13s} {'p99 ms':>8s} {'max ms':>8s} {'n':>5s} {'dropped':>9s}"
     )
     quiet = None
     for n in (int(x) for x in args.crowds.split(",")):
         r = run_case(model, n, args.loads)
         quiet = quiet or r["load"]
         print(
-            f"{n:11d} {r['load']:7.2f} {r['load'] / quiet:7.2f} {r['p50']:13.1f} {r['p99']:8.1f} {r['max']:8.1f}"
-            f" {r['n_status']:5d} {r['closed']:5d}/{n}" + (f"  ({r['failures']} status failures)" if r["failures"] else ""),
+            f"{n:11d} {r['load']:7.2f} {r['load'] / quiet:7.2f} {r['inside']:11.3f} {r['delivery']:8.1f}"
+            f" {r['p50']:13.1f} {r['p99']:8.1f} {r['max']:8.1f} {r['n_status']:5d} {r['closed']:4d}/{n:<4d}"
+            + (f"  ({r['failures']} status failures)" if r["failures"] else ""),
             flush=True,
         )
 

@@ -31,7 +31,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import watcher
+from . import server_guards, watcher
 from .events import EVENT_TYPE, GROUP
 from .offloop import off_loop
 from .selectors import loader_state
@@ -39,24 +39,34 @@ from .selectors import loader_state
 log = logging.getLogger("loader.consumers")
 REJOIN_S = 1.0
 YIELD_EVERY = 200  # viewers written between two returns to the loop (other requests are served)
+PACE = 2.0  # after a pass of d seconds, rest 2·d: writing to a crowd takes at most 1/3 of the loop
+SENDS_PER_S = 6000  # progress frames per second over all viewers (starts and ends are not held)
 
 
 class Relay:
     def __init__(self) -> None:
         self.viewers: dict[LoaderConsumer, None] = {}  # insertion-ordered set
         self.task: asyncio.Task[None] | None = None
+        self.pump: asyncio.Task[None] | None = None
+        self._newest: str | None = None
+        self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._last_key: tuple[Any, ...] | None = None
         self._read: tuple[float, asyncio.Future[dict[str, Any]]] | None = None
 
     def add(self, viewer: LoaderConsumer) -> None:
         self.viewers[viewer] = None
         if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._run())
+            loop = asyncio.get_running_loop()
+            self.task, self.pump = loop.create_task(self._run()), loop.create_task(self._pump())
 
     def discard(self, viewer: LoaderConsumer) -> None:
         self.viewers.pop(viewer, None)
         if not self.viewers and self.task is not None:
             self.task.cancel()
-            self.task = None
+            if self.pump is not None:
+                self.pump.cancel()
+            self.task = self.pump = None
 
     async def state(self, since: float) -> dict[str, Any]:
         """The current state, from a read that began at or after ``since`` (shared by joiners)."""
@@ -65,10 +75,54 @@ class Relay:
             current = self._read = (time.monotonic(), asyncio.ensure_future(off_loop(loader_state)))
         return await asyncio.shield(current[1])
 
+    def offer(self, text: str) -> None:
+        """Queue a snapshot for the next pass; one not yet sent is replaced by the newer one."""
+        self._newest = text
+        key = _milestone(text)
+        if key != self._last_key:  # a job started or ended, a model came or went: no waiting
+            self._last_key = key
+            self._urgent.set()
+        self._wake.set()
+
+    async def _pump(self) -> None:
+        """Passes over the viewers, paced so a crowd cannot take the loop from the requests.
+
+        After a pass of d seconds the next waits max(PACE·d, viewers / SENDS_PER_S): small
+        audiences get every snapshot the publisher sends (10 a second); 1,500 viewers get about
+        four progress updates a second, and starts and ends at once.
+        """
+        next_at = 0.0
+        while True:
+            await self._wake.wait()
+            delay = next_at - time.monotonic()
+            if delay > 0 and not self._urgent.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), delay)
+            self._wake.clear()
+            self._urgent.clear()
+            text, self._newest = self._newest, None
+            if text is None:
+                continue
+            started = time.monotonic()
+            await self.fan_out(text)
+            spent = time.monotonic() - started
+            next_at = time.monotonic() + max(spent * PACE, len(self.viewers) / SENDS_PER_S)
+
     async def fan_out(self, text: str) -> None:
+        prepared: Any = None
         message = {"type": "websocket.send", "text": text}
         for i, viewer in enumerate(list(self.viewers)):
-            await viewer.deliver(message)
+            if not viewer.ready:
+                viewer.kept = text
+            elif viewer.socket is not None:  # daphne: the frame is built once for everyone
+                prepared = prepared or server_guards.prepare(text)
+                try:
+                    server_guards.send_prepared(viewer.socket, prepared)
+                except Exception as exc:  # a socket closing under us must not stop the pass
+                    log.debug("send to a viewer failed: %r", exc)
+            else:
+                with contextlib.suppress(Exception):
+                    await viewer.base_send(message)
             if i % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)
 
@@ -82,7 +136,7 @@ class Relay:
                     joined = await _join(layer, channel)
                     if not joined:  # poll for everyone until the group can be joined
                         with contextlib.suppress(Exception):
-                            await self.fan_out(json.dumps(await self.state(time.monotonic()), ensure_ascii=False))
+                            self.offer(json.dumps(await self.state(time.monotonic()), ensure_ascii=False))
                         await asyncio.sleep(REJOIN_S)
                         continue
                 try:
@@ -92,7 +146,7 @@ class Relay:
                     joined = False
                     continue
                 if message.get("type") == EVENT_TYPE:
-                    await self.fan_out(message["text"])
+                    self.offer(message["text"])
         finally:
             with contextlib.suppress(Exception):
                 await layer.group_discard(GROUP, channel)
@@ -124,6 +178,7 @@ class LoaderConsumer(AsyncWebsocketConsumer):
     ready = False
     attached = False
     kept: str | None = None
+    socket: Any = None  # daphne's connection, when the server is daphne (``server_guards``)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale DB connections through Django's one sync thread before every
@@ -140,6 +195,7 @@ class LoaderConsumer(AsyncWebsocketConsumer):
                 await self.close(code=4403)
                 return
         await self.accept()
+        self.socket = server_guards.websocket_of(self.scope)
         since = time.monotonic()
         hub = relay()
         hub.add(self)
@@ -150,15 +206,6 @@ class LoaderConsumer(AsyncWebsocketConsumer):
         kept, self.kept, self.ready = self.kept, None, True
         if kept is not None and _emitted_at(kept) > state["emitted_at"]:
             await self.send(text_data=kept)
-
-    async def deliver(self, message: dict[str, Any]) -> None:
-        if not self.ready:
-            self.kept = message["text"]
-            return
-        try:
-            await self.base_send(message)
-        except Exception as exc:  # a socket closing under us must not stop the others' pass
-            log.debug("send to a viewer failed: %r", exc)
 
     async def send_state(self) -> None:
         await self.send(text_data=json.dumps(await relay().state(time.monotonic()), ensure_ascii=False))
@@ -187,6 +234,16 @@ class LoaderConsumer(AsyncWebsocketConsumer):
         # The socket is read-only; a client may ask for the state again (e.g. after sleep).
         if isinstance(content, dict) and content.get("type") == "refresh" and self.ready:
             await self.send_state()
+
+
+def _milestone(text: str) -> tuple[Any, ...]:
+    """What a viewer must see at once: which job, whether it is active, which model is loaded."""
+    try:
+        state = json.loads(text)
+        job, loaded = state.get("job") or {}, state.get("loaded") or {}
+        return (job.get("id"), job.get("active"), job.get("state"), loaded.get("name"))
+    except (ValueError, AttributeError):
+        return (text,)
 
 
 def _emitted_at(text: str) -> float:

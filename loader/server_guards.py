@@ -16,9 +16,13 @@ connection may take to send its request headers.
   ``daphne --http-timeout`` does not cover this: it times the application's answer, which only
   starts once the headers are in.
 - The open-file limit is raised to what the OS allows before daphne accepts anyone.
+- **Broadcast.** A websocket scope carries its daphne connection (a weak reference under
+  ``scope["extensions"]["mactuner.websocket"]``), so the relay frames a snapshot once
+  (autobahn's ``PreparedMessage``) and writes those bytes to each socket, instead of passing
+  each copy through Channels' session wrapper, daphne and autobahn's framing.
 
-Both are patch points on daphne's own classes (``WebSocketProtocol.serverSend`` and
-``HTTPFactory.buildProtocol``), checked at install: if a daphne release changes them, the
+These are patch points on daphne's own classes (``WebSocketProtocol.serverSend``,
+``HTTPFactory.buildProtocol``, ``Server.create_application``), checked at install: if a daphne release changes them, the
 server starts without the guard and says so in the log. ``tests/test_crowds.py`` proves both
 against a live daphne.
 """
@@ -27,11 +31,16 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import weakref
+from collections.abc import Mapping
 from typing import Any
 
 log = logging.getLogger("loader.server_guards")
 UNREAD_BYTES = int(os.environ.get("MACTUNER_WS_UNREAD_BYTES", str(64 * 1024)))
 HEADER_TIMEOUT_S = float(os.environ.get("MACTUNER_HTTP_HEADER_TIMEOUT_S", "30"))
+SNDBUF_BYTES = int(os.environ.get("MACTUNER_WS_SNDBUF_BYTES", str(32 * 1024)))
+EXTENSION = "mactuner.websocket"
 _installed = False
 
 
@@ -43,23 +52,101 @@ def unsent_bytes(transport: Any) -> int:
         return 0
 
 
+def _drop_if_not_reading(protocol: Any) -> bool:
+    transport = protocol.transport
+    unsent = unsent_bytes(transport)
+    if unsent <= UNREAD_BYTES:
+        return False
+    log.info("websocket viewer %s does not read (%d bytes unsent): closed", protocol.client_addr, unsent)
+    transport.abortConnection()
+    return True
+
+
 def _guard_websocket_output() -> None:
     from daphne.ws_protocol import WebSocketProtocol
 
     send = WebSocketProtocol.serverSend
 
     def serverSend(self: Any, content: Any, binary: bool = False) -> None:  # noqa: N802 - daphne's name
-        transport = self.transport
-        if transport is None:
+        if self.transport is None:
             return
         send(self, content, binary)
-        if unsent_bytes(transport) > UNREAD_BYTES:
-            log.info(
-                "websocket viewer %s does not read (%d bytes unsent): closed", self.client_addr, unsent_bytes(transport)
-            )
-            transport.abortConnection()
+        _drop_if_not_reading(self)
 
     WebSocketProtocol.serverSend = serverSend
+
+
+def _expose_websocket() -> None:
+    from daphne.server import Server
+
+    create = Server.create_application
+
+    def create_application(self: Any, protocol: Any, scope: dict[str, Any]) -> Any:
+        if scope.get("type") == "websocket":
+            scope["extensions"] = {**(scope.get("extensions") or {}), EXTENSION: weakref.ref(protocol)}
+            _limit_kernel_buffer(protocol)
+        return create(self, protocol, scope)
+
+    Server.create_application = create_application
+
+
+def _limit_kernel_buffer(protocol: Any) -> None:
+    """Keep the kernel from absorbing a non-reader's output: its buffer would grow to megabytes
+    (Linux autotunes it) while Twisted's stays empty and the unread bound never trips."""
+    sock = getattr(protocol.transport, "socket", None)
+    if sock is not None and SNDBUF_BYTES > 0:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_BYTES)
+        except OSError as exc:
+            log.debug("SO_SNDBUF not set: %r", exc)
+
+
+def websocket_of(scope: Mapping[str, Any]) -> Any:
+    """The daphne connection behind a websocket scope, or None (another server, the tests' communicator)."""
+    ref = (scope.get("extensions") or {}).get(EXTENSION)
+    return ref() if ref is not None else None
+
+
+def prepare(text: str) -> Any:
+    """One text frame for many sockets (server frames are not masked)."""
+    from autobahn.websocket.protocol import PreparedMessage
+
+    return PreparedMessage(text.encode(), False, False, True)
+
+
+def send_prepared(protocol: Any, prepared: Any) -> bool:
+    """Write a prepared frame to an open websocket; False if it is closed or was just dropped.
+
+    When Twisted holds nothing for the socket the frame goes to the kernel at once (one
+    ``send``); Twisted's own path would buffer it, register the socket for writing, write it on
+    the next loop turn and unregister it: several times the work, per viewer per snapshot.
+    What the kernel does not take is handed to Twisted, in order, and counts as unread.
+    """
+    transport = protocol.transport
+    if protocol.state != protocol.STATE_OPEN or transport is None or transport.disconnecting:
+        return False
+    data = prepared.payloadHybi
+    sock = getattr(transport, "socket", None)
+    if (
+        sock is not None
+        and protocol._perMessageCompress is None
+        and not protocol.send_queue
+        and not unsent_bytes(transport)
+    ):
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # reset or broken: Twisted sees it on its next read and closes
+            return False
+        if sent == len(data):
+            return True
+        data = data[sent:]
+    elif protocol._perMessageCompress is not None:
+        protocol.sendPreparedMessage(prepared)
+        return not _drop_if_not_reading(protocol)
+    transport.write(data)
+    return not _drop_if_not_reading(protocol)
 
 
 def _guard_header_time() -> None:
@@ -121,7 +208,7 @@ def install() -> None:
     from .startup import raise_open_file_limit
 
     raise_open_file_limit()
-    for guard in (_guard_websocket_output, _guard_header_time):
+    for guard in (_guard_websocket_output, _guard_header_time, _expose_websocket):
         try:
             guard()
         except Exception:
