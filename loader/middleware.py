@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponseBase
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 
-class StaticFiles(WhiteNoiseMiddleware):  # type: ignore[misc]
+class StaticFiles(WhiteNoiseMiddleware):
     sync_capable = True
     async_capable = True
 
@@ -40,4 +40,4 @@ class StaticFiles(WhiteNoiseMiddleware):  # type: ignore[misc]
             response = await sync_to_async(self._static, thread_sensitive=False)(request)
             if response is not None:
                 return response
-        return await self.get_response(request)  # type: ignore[no-any-return]
+        return await self.get_response(request)

@@ -84,10 +84,11 @@ def test_viewers_that_never_read_are_dropped_and_slow_nothing(live_server_factor
             status, body = api.call("GET", "/api/status")
             assert status == 200
             answered += 1
-            if not (body["job"] or {}).get("active", True):  # type: ignore[union-attr]
+            job: dict[str, Any] = body["job"] or {}  # type: ignore[assignment]
+            if not job.get("active", True):
                 break
             time.sleep(0.1)
-        assert answered > 1 and body["job"]["state"] == "succeeded"  # type: ignore[index]
+        assert answered > 1 and job["state"] == "succeeded"
         final = watcher.until(lambda m: bool(job_of(m)) and not job_of(m)["active"])
         assert job_of(final)["state"] == "succeeded" and final["loaded"]["name"] == "medium"  # type: ignore[index]
         assert sum(job_of(m).get("stage") == "weights" for m in watcher.messages) >= 3
