@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import math
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -22,8 +25,34 @@ def checkpoint(name: str, params: str, shards: int) -> Path:
     path = OUT / name
     if not (path / "config.json").exists():
         print(f"generating {path} ({params} params, {shards} shards)...", flush=True)
-        write_checkpoint(path, parse_count(params), shards, "bfloat16", seed=7)
+        if parse_count(params) >= 2e9:
+            with fast_random():
+                write_checkpoint(path, parse_count(params), shards, "bfloat16", seed=7)
+        else:
+            write_checkpoint(path, parse_count(params), shards, "bfloat16", seed=7)
     return path
+
+
+@contextlib.contextmanager
+def fast_random() -> Iterator[None]:
+    """Big benchmark checkpoints: tile one random block instead of drawing every weight (the load
+    does not care about the values, and drawing 4 B normals takes minutes)."""
+    import torch
+
+    block = torch.randn(1 << 24)
+    real = torch.randn
+
+    def tiled(*shape: Any, **kw: Any) -> Any:
+        size = shape[0] if len(shape) == 1 and isinstance(shape[0], tuple | list | torch.Size) else shape
+        n = math.prod(size)
+        reps = -(-n // block.numel())
+        return block.repeat(reps)[:n].reshape(size)
+
+    torch.randn = tiled
+    try:
+        yield
+    finally:
+        torch.randn = real
 
 
 def shard_files(path: Path) -> list[Path]:

@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# The CUDA checks and the CUDA web-path benchmark, as one prepared run on a GPU machine whose
-# python3 already has torch/transformers (the Django side comes as wheels in .wheels/):
-#   bash bench/device_run.sh            (writes its reports under $OUT, default bench/out)
+# The CUDA tests, CUDA checks and CUDA engine benchmarks as ONE prepared run on a GPU machine whose
+# python3 already has torch (transformers 5.24 and the Django test side come as wheels in .whl/):
+#   bash bench/device_run.sh          (reports under $OUT, default bench/out; each step has a timeout)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-if [ -d .wheels ]; then
-  python3 -m pip install -q --no-index --find-links .wheels django channels daphne whitenoise websockets pytest-django 2>&1 | tail -2
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+PY=${PY:-python3}
+if [ -d .whl ]; then
+  timeout 60 $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl 2>&1 | tail -3
+  export PYTHONPATH=/tmp/site:$PWD
 fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
-python3 -m pytest -q -p no:cacheprovider tests/test_pipeline_load.py tests/test_pipeline_errors.py 2>&1 | tail -5 | tee "$OUT/pytest_gpu.txt"
-(cd bench && python3 cuda_check.py) 2>&1 | grep -v "^Loading" | tee "$OUT/cuda_check.txt"
-(cd bench && timeout 240 python3 web_path.py --device cuda --runs 3) 2>&1 | grep -v "^Loading" | tail -6 | tee "$OUT/web_path_cuda_1g.txt"
-(cd bench && timeout 300 python3 web_path.py --device cuda --params 2B --shards 8 --runs 3) 2>&1 | grep -v "^Loading" | tail -6 | tee "$OUT/web_path_cuda_4g.txt"
+step() { local name=$1 limit=$2; shift 2; echo "== $name (timeout ${limit}s): $*" | tee -a "$OUT/log.txt"
+  local t0=$SECONDS; timeout "$limit" "$@" 2>&1 | grep -v -e "^Loading weights" -e "it/s\]$" | tee "$OUT/$name.txt"
+  echo "== $name: rc ${PIPESTATUS[0]}, $((SECONDS - t0)) s" | tee -a "$OUT/log.txt" "$OUT/$name.txt"; }
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  $PY -c "import torch, transformers, safetensors, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'safetensors', safetensors.__version__, 'cuda', torch.cuda.is_available())"
+  nproc; free -g | head -2; df -h . | tail -1; } 2>&1 | tee "$OUT/gpu.txt"
+step pytest_gpu 120 $PY -m pytest -q -p no:cacheprovider --ds=bench.gpu_settings \
+  tests/test_engine_cuda.py tests/test_engine.py tests/test_pipeline_load.py tests/test_pipeline_errors.py
+cd bench
+step cuda_check 45 $PY cuda_check.py
+step engine_cuda_1g 80 $PY engine_bench.py --device cuda --runs 3
+step engine_cuda_8g 180 $PY engine_bench.py --device cuda --params 4B --shards 4 --runs 3

@@ -10,13 +10,14 @@ from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.translation import gettext
 
 
 def staff_required(api: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         def refusal(request: HttpRequest) -> HttpResponse:
             if api:
-                return JsonResponse({"error": "로그인이 필요합니다(스태프 계정)."}, status=403)
+                return JsonResponse({"error": gettext("로그인이 필요합니다(스태프 계정).")}, status=403)
             return redirect_to_login(request.get_full_path())
 
         if iscoroutinefunction(view):  # async views: the user is looked up without blocking the loop

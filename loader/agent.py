@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from . import processes
+from . import processes, services
 from .events import publisher
 from .pipeline.errors import LoaderBusy
 from .process import TOKENS
@@ -35,6 +36,10 @@ def _unload() -> None:
 
 async def handle(message: dict[str, Any]) -> None:
     kind = message.get("type")
+    expires = message.get("expires")
+    if isinstance(expires, int | float) and time.time() > expires:
+        log.warning("agent dropped an expired %r (its sender already answered)", kind)
+        return
     if kind == "loader.unload":
         await database_sync_to_async(_unload)()
     elif kind == "loader.cancel" and isinstance(message.get("job_id"), int):
@@ -66,6 +71,8 @@ async def _heartbeat() -> None:
         try:
             await database_sync_to_async(processes.process_heartbeat)()
             await database_sync_to_async(processes.process_expire)()
+            # Jobs of dead owners end even when no browser is watching (HTTP clients see it too).
+            await database_sync_to_async(services.job_reap)()
         except Exception:
             log.exception("heartbeat failed (retrying in %ss)", HEARTBEAT_S)
 

@@ -4,7 +4,11 @@ The web API loads by a name from this list only, never by a raw path, so ``..``,
 paths and symlinks that escape the models root (or an HF-cache repo) cannot name anything
 outside it. One bad folder never breaks the list: a folder that cannot be described is listed
 with a short ``problem`` (and the load refuses it with the typed error), and describing one
-reads at most the capped ``config.json`` through ``safefs`` (no FIFO, device or escape).
+reads at most the capped ``config.json``/``adapter_config.json``/``trainer_state.json`` through
+``safefs`` (no FIFO, device or escape). What users really keep is offered: model folders
+(safetensors or ``pytorch_model.bin``), Trainer runs one level down (``run/checkpoint-500``, with
+the step), PEFT adapters (with their base), and GGUF/MLX/ONNX/… folders with the reason they
+do not load here.
 """
 
 from __future__ import annotations
@@ -18,12 +22,27 @@ from typing import Any
 
 from django.conf import settings
 
+from loader.pipeline.i18n import gettext_noop
+
+from .hf_cache import cached_models
+from .pipeline import formats
+from .pipeline.adapters import read_adapter_config, summary
 from .pipeline.errors import LoadError
 from .pipeline.resolve import check_config_fields
-from .pipeline.safefs import CONFIG_CAP, JsonUnreadable, folder_root, read_bytes, read_json, resolve_inside
+from .pipeline.safefs import CONFIG_CAP, JsonUnreadable, folder_root, read_json, resolve_inside
 
-REF_CAP = 4096
-_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+_WEIGHTS = {
+    formats.SAFETENSORS: lambda n: n.endswith(".safetensors") and not n.startswith("adapter_model"),
+    formats.BIN: lambda n: n.startswith("pytorch_model") and n.endswith(".bin"),
+    formats.ADAPTER: lambda n: n in ("adapter_model.safetensors", "adapter_model.bin"),
+    formats.GGUF: lambda n: n.endswith(".gguf"),
+    formats.MLX: lambda n: n.endswith((".safetensors", ".npz")),
+    formats.ONNX: lambda n: n.endswith(".onnx"),
+    formats.TF: lambda n: n == "tf_model.h5",
+    formats.FLAX: lambda n: n == "flax_model.msgpack",
+    formats.PTH: lambda n: n.startswith("consolidated.") and n.endswith(".pth"),
+}
 
 
 @dataclass(frozen=True)
@@ -32,27 +51,47 @@ class ModelEntry:
     path: Path
     source: str  # "local" | "hf-cache"
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, catalog: list[ModelEntry] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "name": self.name, "source": self.source, "size_bytes": 0, "shards": 0,
-            "architecture": None, "model_type": None, "problem": None,
+            "name": self.name, "source": self.source, "size_bytes": 0, "shards": 0, "architecture": None,
+            "model_type": None, "problem": None, "format": None, "kind": "model", "step": None, "adapter": None,
         }  # fmt: skip
         try:
-            root = folder_root(self.path)
-            out["size_bytes"], out["shards"] = _shard_sizes(self.path, root)
-            out["problem"] = _describe_config(self.path, root, out)
-            if out["problem"] is None and not out["shards"]:
-                out["problem"] = "가중치 파일(.safetensors)이 없습니다"
+            if (m := _CHECKPOINT.fullmatch(self.path.name)) is not None:
+                out["kind"], out["step"] = "checkpoint", _step(self.path, int(m.group(1)))
+            is_file = self.path.suffix == ".gguf" and not _is_dir(self.path)
+            root = folder_root(self.path.parent if is_file else self.path)
+            config = None if is_file else _config(self.path, root)
+            kind = out["format"] = formats.detect(self.path, config if isinstance(config, dict) else None)
+            out["size_bytes"], out["shards"] = _weight_sizes(self.path, root, kind, is_file)
+            if kind == formats.ADAPTER:
+                out["kind"] = "adapter" if out["kind"] == "model" else out["kind"]
+                out["problem"] = _describe_adapter(self.path, root, out, catalog)
+            elif formats.advice(kind):
+                out["problem"] = formats.advice(kind, self.name)
+            else:
+                out["problem"] = _describe_config(config, out)
+                if out["problem"] is None and not out["shards"]:
+                    out["problem"] = gettext_noop("가중치 파일(.safetensors 또는 pytorch_model.bin)이 없습니다")
         except Exception as exc:  # never one folder's fault for the whole list
-            out["problem"] = f"폴더를 읽을 수 없습니다 ({type(exc).__name__})"
+            out["problem"] = gettext_noop("폴더를 읽을 수 없습니다 ({name})", name=type(exc).__name__)
         return out
 
 
-def _shard_sizes(path: Path, root: Path) -> tuple[int, int]:
+def _step(path: Path, from_name: int) -> int:
+    """``global_step`` from Trainer's ``trainer_state.json``; the folder name's number otherwise."""
+    try:
+        state = read_json(path / "trainer_state.json", folder_root(path), CONFIG_CAP)
+    except (OSError, LoadError, JsonUnreadable):
+        return from_name
+    step = state.get("global_step") if isinstance(state, dict) else None
+    return step if type(step) is int else from_name
+
+
+def _weight_sizes(path: Path, root: Path, kind: str, is_file: bool) -> tuple[int, int]:
+    files = [path] if is_file else [p for p in _children(path) if _WEIGHTS.get(kind, lambda n: False)(p.name)]
     size = count = 0
-    for entry in _children(path):
-        if not entry.name.endswith(".safetensors"):
-            continue
+    for entry in files:
         try:
             st = os.stat(resolve_inside(entry, root))  # stat never blocks on a FIFO; open would
         except (OSError, LoadError):
@@ -62,18 +101,26 @@ def _shard_sizes(path: Path, root: Path) -> tuple[int, int]:
     return size, count
 
 
-def _describe_config(path: Path, root: Path, out: dict[str, Any]) -> str | None:
-    """Fill architecture/model_type; return why the config cannot be used, or None."""
+def _config(path: Path, root: Path) -> Any:
+    """The parsed config.json, or the problem (a string) it has."""
+    if not os.path.lexists(path / "config.json") and formats.offered(path):
+        return None
     try:
-        config = read_json(path / "config.json", root, CONFIG_CAP)
+        return read_json(path / "config.json", root, CONFIG_CAP)
     except LoadError as exc:
         return exc.user_message
     except PermissionError:
-        return "config.json을 읽을 수 없습니다(권한)"
+        return gettext_noop("config.json을 읽을 수 없습니다(권한)")
     except (OSError, JsonUnreadable) as exc:
-        return f"config.json을 읽을 수 없습니다: {exc}"[:200]
+        return gettext_noop("config.json을 읽을 수 없습니다: {value}", value=exc)[:200]
+
+
+def _describe_config(config: Any, out: dict[str, Any]) -> str | None:
+    """Fill architecture/model_type; return why the config cannot be used, or None."""
+    if isinstance(config, str):
+        return config
     if not isinstance(config, dict):
-        return "config.json 형식이 잘못되었습니다(객체가 아님)"
+        return gettext_noop("config.json 형식이 잘못되었습니다(객체가 아님)")
     try:
         check_config_fields(config)
     except LoadError as exc:
@@ -84,12 +131,21 @@ def _describe_config(path: Path, root: Path, out: dict[str, Any]) -> str | None:
     return None
 
 
-def _inside(path: Path, root: Path) -> bool:
+def _describe_adapter(path: Path, root: Path, out: dict[str, Any], catalog: list[ModelEntry] | None) -> str | None:
     try:
-        path.resolve().relative_to(root.resolve())
-    except (ValueError, OSError, RuntimeError):
-        return False
-    return True
+        config = read_adapter_config(path, root)
+    except LoadError as exc:
+        return exc.user_message
+    out["adapter"] = summary(config)
+    base = config.get("base_model_name_or_path")
+    base_path = resolve_base(base, catalog) if isinstance(base, str) else None
+    if base_path is None:
+        return gettext_noop("기본 모델을 찾을 수 없습니다: {str}", str=str(base)[:200])
+    base_entry = next((e for e in (list_models() if catalog is None else catalog) if e.path == base_path), None)
+    if base_entry is not None:  # never an adapter: resolve_base skips them, so this cannot recurse
+        base_desc = base_entry.describe()
+        out["architecture"], out["model_type"] = base_desc["architecture"], base_desc["model_type"]
+    return None
 
 
 def _is_dir(path: Path) -> bool:
@@ -99,6 +155,14 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
+
+
 def _children(folder: Path) -> list[Path]:
     try:
         return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
@@ -106,58 +170,44 @@ def _children(folder: Path) -> list[Path]:
         return []
 
 
-def _is_model(folder: Path) -> bool:
-    """A folder with config.json (of any kind: ``describe`` says what is wrong with it); an
-    unreadable folder is offered too, so loading it says why."""
+def _is_model(folder: Path, unreadable_counts: bool = True) -> bool:
+    """A folder with config.json (of any kind: ``describe`` says what is wrong with it), an adapter,
+    or a format we can name; an unreadable folder is offered too, so loading it says why."""
     try:
-        return os.path.lexists(folder / "config.json") or not os.access(folder, os.R_OK | os.X_OK)
+        if os.path.lexists(folder / "config.json") or formats.offered(folder):
+            return True
+        return unreadable_counts and not os.access(folder, os.R_OK | os.X_OK)
     except OSError:
-        return True
+        return unreadable_counts
 
 
 def _local_models(root: Path) -> list[ModelEntry]:
     found = []
     for child in _children(root):
-        if not _is_dir(child) or not _inside(child, root):
+        if not _inside(child, root):
             continue
-        if _is_model(child):
+        if child.suffix == ".gguf" and not _is_dir(child):  # a lone GGUF file: listed with its reason
             found.append(ModelEntry(child.name, child, "local"))
             continue
-        for grand in _children(child):  # org/name layout
-            if _is_dir(grand) and _inside(grand, root) and os.path.lexists(grand / "config.json"):
+        if not _is_dir(child):
+            continue
+        model = _is_model(child)
+        if model:
+            found.append(ModelEntry(child.name, child, "local"))
+        for grand in _children(child):  # org/name layout, or a Trainer run's checkpoint-N folders
+            if model and not _CHECKPOINT.fullmatch(grand.name):
+                continue
+            if _is_dir(grand) and _inside(grand, root) and _is_model(grand, unreadable_counts=False):
                 found.append(ModelEntry(f"{child.name}/{grand.name}", grand, "local"))
     return found
 
 
-def _snapshot(repo: Path) -> Path | None:
-    """The snapshot ``refs/main`` names (or the last one), only if it stays inside the repo."""
-    ref = repo / "refs" / "main"
-    if os.path.lexists(ref):
-        try:
-            revision = read_bytes(ref, repo.resolve(), REF_CAP).decode("ascii").strip()
-        except (OSError, LoadError, UnicodeDecodeError):
-            return None
-        if not _REVISION.fullmatch(revision):
-            return None  # "../../..", a path, or garbage: not a revision
-        candidates = [repo / "snapshots" / revision]
-    else:
-        candidates = _children(repo / "snapshots")[-1:]
-    for snapshot in candidates:
-        if _is_dir(snapshot) and _inside(snapshot, repo) and os.path.lexists(snapshot / "config.json"):
-            return snapshot
-    return None
-
-
 def _hf_cache_models(cache: Path) -> list[ModelEntry]:
-    found = []
-    for repo in _children(cache):
-        if not repo.name.startswith("models--") or not _is_dir(repo) or not _inside(repo, cache):
-            continue
-        snapshot = _snapshot(repo)
-        if snapshot is not None:
-            name = repo.name.removeprefix("models--").replace("--", "/")
-            found.append(ModelEntry(name, snapshot, "hf-cache"))
-    return found
+    return [
+        ModelEntry(m.name, m.snapshot, "hf-cache")
+        for m in cached_models(cache)
+        if os.path.lexists(m.snapshot / "config.json") or formats.offered(m.snapshot)
+    ]
 
 
 def list_models() -> list[ModelEntry]:
@@ -167,8 +217,32 @@ def list_models() -> list[ModelEntry]:
     return list(seen.values())
 
 
+def describe_all() -> list[dict[str, Any]]:
+    entries = list_models()
+    return [entry.describe(entries) for entry in entries]
+
+
 def find_model(name: str) -> ModelEntry | None:
-    for entry in list_models():
+    return _by_name(name, None)
+
+
+def _by_name(name: str, catalog: list[ModelEntry] | None) -> ModelEntry | None:
+    for entry in list_models() if catalog is None else catalog:
         if entry.name == name:
             return entry
     return None
+
+
+def resolve_base(name: str, catalog: list[ModelEntry] | None = None) -> Path | None:
+    """An adapter's base: a listed model by name (``org/name`` from the HF cache too), an absolute
+    folder, or the one listed model whose last name part matches (``org/Llama-3`` → ``Llama-3``)."""
+    entries = [e for e in (list_models() if catalog is None else catalog) if formats.detect(e.path) != formats.ADAPTER]
+    for entry in entries:
+        if entry.name == name:
+            return entry.path
+    path = Path(name)
+    if path.is_absolute():
+        return path if _is_dir(path) else None
+    tail = name.rstrip("/").rsplit("/", 1)[-1]
+    matches = [e for e in entries if e.name.rsplit("/", 1)[-1] == tail]
+    return matches[0].path if len(matches) == 1 else None

@@ -101,7 +101,7 @@ class CatalogCache:
 
     def _rebuild(self, build: _Build) -> None:
         try:
-            described = [entry.describe() for entry in catalog.list_models()]
+            described = catalog.describe_all()
             with self._lock:
                 if build.started >= self._started:  # an older build finishing late keeps nothing
                     self._described, self._key, self._started = described, build.key, build.started

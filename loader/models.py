@@ -42,6 +42,8 @@ class LoadJob(models.Model):
     error_code = models.CharField(max_length=40, blank=True)
     error_message = models.TextField(blank=True)
     error_detail = models.TextField(blank=True)
+    # The error's Korean template and parameters, so every viewer reads it in its own language.
+    error_params = models.JSONField(default=dict, blank=True)
     detail = models.JSONField(default=dict, blank=True)
     timings = models.JSONField(default=dict, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
@@ -51,6 +53,8 @@ class LoadJob(models.Model):
     requested_by = models.CharField(max_length=150, blank=True)
     # The requester's UI language: the pipeline words its stage messages in it.
     lang = models.CharField(max_length=8, default="ko")
+    # For a PEFT adapter: merge it into its base (``merge_and_unload``) rather than keep it separate.
+    merge = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

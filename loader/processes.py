@@ -13,6 +13,8 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from loader.pipeline.i18n import gettext_noop
+
 from .events import publisher
 from .models import ServerProcess
 from .pipeline import LoadedModel
@@ -29,11 +31,22 @@ class OwnerUnreachable(Exception):
 
 
 def _mine() -> ServerProcess:
+    """Our row, fresh; recreated with what the slot holds if someone expired it (we were paused)."""
     now = timezone.now()
-    row, _ = ServerProcess.objects.update_or_create(
+    row, created = ServerProcess.objects.update_or_create(
         host=IDENTITY.host, pid=IDENTITY.pid, defaults={"heartbeat_at": now, "channel": IDENTITY.channel}
     )
+    loaded = SLOT.loaded
+    if created and loaded is not None:
+        _write_loaded(loaded)
     return row
+
+
+def _write_loaded(loaded: LoadedModel) -> None:
+    ServerProcess.objects.filter(host=IDENTITY.host, pid=IDENTITY.pid).update(
+        model_name=loaded.name, model_path=str(loaded.path), device=loaded.device, dtype=loaded.dtype,
+        metadata=loaded.metadata, loaded_at=timezone.now(),
+    )  # fmt: skip
 
 
 def process_register(*, channel: str) -> None:
@@ -63,10 +76,7 @@ def process_record_loaded(*, loaded: LoadedModel) -> None:
     if not IDENTITY.serving:
         return
     _mine()
-    ServerProcess.objects.filter(host=IDENTITY.host, pid=IDENTITY.pid).update(
-        model_name=loaded.name, model_path=str(loaded.path), device=loaded.device, dtype=loaded.dtype,
-        metadata=loaded.metadata, loaded_at=timezone.now(),
-    )  # fmt: skip
+    _write_loaded(loaded)
 
 
 def process_record_unloaded() -> None:
@@ -89,13 +99,15 @@ def model_unload() -> bool:
     and its row is watched until it is empty.
     """
     if job_active() is not None or SLOT.busy:
-        raise LoaderBusy("모델을 로드하는 중에는 언로드할 수 없습니다.", "a load is active")
+        raise LoaderBusy(gettext_noop("모델을 로드하는 중에는 언로드할 수 없습니다."), "a load is active")
     had = model_unload_local() if SLOT.loaded is not None else False
     others = [row for row in processes_holding() if (row.host, row.pid) != (IDENTITY.host, IDENTITY.pid)]
     remote = bool(others)
+    # The ask expires with our wait: a server that answers later must not unload after our 503.
+    ask = {"type": "loader.unload", "expires": time.time() + UNLOAD_WAIT_S}
     for row in others:
         if row.channel:
-            publisher.send_to(row.channel, {"type": "loader.unload"})
+            publisher.send_to(row.channel, ask)
     deadline = time.monotonic() + UNLOAD_WAIT_S
     while others and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -23,14 +23,16 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
 from . import processes, services
+from .catalog import resolve_base
 from .events import Throttle, publisher
 from .models import LoadJob
 from .pipeline import LoadCancelled, LoadedModel, LoadError, LoadRequest, ProgressEvent
+from .pipeline.i18n import Msg, gettext_noop
 from .process import IDENTITY, SLOT, TOKENS
 from .selectors import job_snapshot, loader_state
 
 CANCEL_POLL_S = 0.5
-UNEXPECTED = "예기치 않은 내부 오류가 발생했습니다. 자세한 내용은 작업 기록(관리자 화면)에 있습니다."
+UNEXPECTED = gettext_noop("예기치 않은 내부 오류가 발생했습니다. 자세한 내용은 작업 기록(관리자 화면)에 있습니다.")
 log = logging.getLogger("loader.runner")
 
 Listener = Callable[[ProgressEvent], None]
@@ -89,6 +91,7 @@ def execute_job(job: LoadJob, cancel: threading.Event, listener: Listener | None
         Path(job.model_path), job.device_requested, job.dtype_requested,
         allow_remote_code=settings.MACTUNER_TRUST_REMOTE_CODE,
         read_limit_bps=settings.MACTUNER_READ_LIMIT_MBPS * 1e6, lang=job.lang, name=job.model_name,
+        merge=job.merge, base_resolver=resolve_base,
     )  # fmt: skip
     throttle = Throttle()
     state = {"muted": False, "recorded_unload": False, "storage_error": ""}
@@ -140,7 +143,7 @@ def execute_job(job: LoadJob, cancel: threading.Event, listener: Listener | None
         _record(services.job_mark_cancelled, job=job)
     elif isinstance(outcome.error, LoadError):
         err = outcome.error
-        _record(services.job_fail, job=job, code=err.code, message=err.user_message, detail=err.detail)
+        _record(services.job_fail, job=job, code=err.code, message=Msg(err.template, err.params), detail=err.detail)
     elif outcome.error is not None:  # a bug or an exotic checkpoint: record it, keep serving
         log.error("load of job %s failed unexpectedly:\n%s", job.pk, outcome.traceback)
         _record(services.job_fail, job=job, code="internal", message=UNEXPECTED, detail=outcome.traceback)

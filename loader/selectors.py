@@ -14,6 +14,8 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from .history import expected_total_seconds
+from .i18n import both
 from .models import LoadJob, ServerProcess
 from .pipeline.events import WeightsDetail
 from .process import IDENTITY, pid_alive
@@ -51,7 +53,12 @@ def job_snapshot(job: LoadJob | None) -> dict[str, Any] | None:
         return None
     error = None
     if job.error_message:
-        error = {"code": job.error_code, "message": job.error_message, "detail": job.error_detail}
+        saved = job.error_params or {}
+        template = saved.get("template") or job.error_message
+        error = {
+            "code": job.error_code, "message": job.error_message, "detail": job.error_detail,
+            "text": both(template, saved.get("params") or {}),
+        }  # fmt: skip
     return {
         "id": job.pk,
         "state": job.state,
@@ -68,6 +75,7 @@ def job_snapshot(job: LoadJob | None) -> dict[str, Any] | None:
         "source": job.source,
         "detail": DETAIL_DEFAULTS | (job.detail or {}),
         "timings": job.timings or {},
+        "expected_total_s": expected_total_seconds(job.model_name) if job.is_active else None,
         "metadata": job.metadata or {},
         "stalled": job_is_stalled(job),
         "cancel_requested": job.cancel_requested,
@@ -80,8 +88,9 @@ def job_snapshot(job: LoadJob | None) -> dict[str, Any] | None:
 
 
 def process_is_live(row: ServerProcess) -> bool:
-    if row.host == IDENTITY.host and not pid_alive(row.pid):
-        return False
+    """On this host the pid decides (a paused server is alive); elsewhere the heartbeat does."""
+    if row.host == IDENTITY.host:
+        return pid_alive(row.pid)
     return bool(timezone.now() - row.heartbeat_at <= timedelta(seconds=PROCESS_STALE_S))
 
 
@@ -110,5 +119,7 @@ def loader_state(*, job: LoadJob | None = None) -> dict[str, Any]:
         "type": "snapshot",
         "job": job_snapshot(job),
         "loaded": loaded_summary(holders[0]) if holders else None,
+        # Every live server's model (one per server): memory held anywhere is never hidden.
+        "held": [loaded_summary(row) for row in holders],
         "emitted_at": time.time(),
     }

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from .events import publisher
 from .models import LoadJob, ServerProcess
+from .pipeline.i18n import gettext_noop, parts
 from .process import IDENTITY, SLOT, TOKENS, pid_alive
 from .selectors import loader_state
 
@@ -32,9 +33,10 @@ class JobBusy(Exception):
 
     def __init__(self, active: LoadJob | None, message: str = "") -> None:
         name = active.model_name if active else "?"
-        super().__init__(
-            message or f"이미 다른 모델({name})을 로드하는 중입니다. 완료되거나 취소된 뒤 다시 시도하세요."
+        self.message = message or gettext_noop(
+            "이미 다른 모델({name})을 로드하는 중입니다. 완료되거나 취소된 뒤 다시 시도하세요.", name=name
         )
+        super().__init__(self.message)
         self.active = active
 
 
@@ -58,7 +60,7 @@ def publish_state(job: LoadJob | None = None, *, force: bool = True) -> None:
 
 def job_start(
     *, model_name: str, model_path: str, device: str, dtype: str, source: str, requested_by: str = "",
-    lang: str = "ko", then: Callable[[int], Any] | None = None,
+    lang: str = "ko", then: Callable[[int], Any] | None = None, merge: bool = False,
 ) -> LoadJob:  # fmt: skip
     """Create the queued job and, after commit, run ``then(job_id)`` (the web starts its load
     thread there); or raise JobBusy having written nothing.
@@ -70,13 +72,13 @@ def job_start(
         active = LoadJob.objects.filter(state__in=ACTIVE).first()
         if active is not None:
             raise JobBusy(active)
-        raise JobBusy(None, "이전 로드를 정리하는 중입니다. 잠시 후 다시 시도하세요.")
+        raise JobBusy(None, gettext_noop("이전 로드를 정리하는 중입니다. 잠시 후 다시 시도하세요."))
     now = timezone.now()
     try:
         with transaction.atomic():
             job = LoadJob.objects.create(
                 model_name=model_name, model_path=model_path, device_requested=device, dtype_requested=dtype,
-                source=source, requested_by=requested_by, lang=lang, state=S.QUEUED, message="준비 중...",
+                source=source, requested_by=requested_by, lang=lang, merge=merge, state=S.QUEUED, message=gettext_noop('준비 중...'),
                 owner_host=IDENTITY.host, owner_pid=IDENTITY.pid, heartbeat_at=now, progress_at=now,
             )  # fmt: skip
             if then is not None:
@@ -117,28 +119,39 @@ def job_succeed(*, job: LoadJob, device: str, dtype: str, metadata: dict[str, An
     )  # fmt: skip
 
 
+def _error_fields(code: str, message: str, detail: str) -> dict[str, Any]:
+    template, params = parts(message)
+    return {
+        "error_code": code, "error_message": str(message), "error_detail": detail[:20000],
+        "error_params": {"template": template, "params": params},
+    }  # fmt: skip
+
+
 def job_fail(*, job: LoadJob, code: str, message: str, detail: str) -> bool:
+    """``message`` may be a ``Msg`` (template + parameters): viewers then read it in their language."""
     return _finish(
-        job, S.FAILED, error_code=code, error_message=message, error_detail=detail[:20000],
-        message=f"❌ 오류: {message}",
-    )  # fmt: skip
+        job,
+        S.FAILED,
+        message=gettext_noop("❌ 오류: {message}", message=message),
+        **_error_fields(code, message, detail),
+    )
 
 
 def job_mark_cancelled(*, job: LoadJob) -> bool:
-    return _finish(job, S.CANCELLED, message="로드가 취소되었습니다.", cancel_requested=True)
+    return _finish(job, S.CANCELLED, message=gettext_noop("로드가 취소되었습니다."), cancel_requested=True)
 
 
 def job_abandon(*, job: LoadJob, held_bytes: int) -> bool:
     """A cancelled load that could not stop (a blocked read): the slot moved on without it."""
-    mb = held_bytes / 1e6
+    message = gettext_noop(
+        "취소했지만 로드가 멈추지 않아(파일 읽기가 응답하지 않음) 포기했습니다. "
+        "멈춘 작업이 약 {mb} MB를 서버를 다시 시작할 때까지 사용할 수 있습니다. 다음 로드는 정상적으로 할 수 있습니다.",
+        mb=round(held_bytes / 1e6),
+    )
+    detail = f"load thread still blocked after cancel; abandoned; process RSS grew {held_bytes} bytes"
     return _finish(
-        job, S.CANCELLED, cancel_requested=True, error_code="abandoned",
-        message="로드가 멈추지 않아 포기했습니다(읽기가 막힘). 다음 로드는 정상적으로 할 수 있습니다.",
-        error_message=(
-            "취소했지만 로드가 멈추지 않아(파일 읽기가 응답하지 않음) 포기했습니다. "
-            f"멈춘 작업이 약 {mb:.0f} MB를 서버를 다시 시작할 때까지 사용할 수 있습니다."
-        ),
-        error_detail=f"load thread still blocked after cancel; abandoned; process RSS grew {held_bytes} bytes",
+        job, S.CANCELLED, cancel_requested=True, message=gettext_noop('로드가 멈추지 않아 포기했습니다(읽기가 막힘).'),
+        **_error_fields("abandoned", message, detail),
     )  # fmt: skip
 
 
@@ -151,7 +164,7 @@ def job_cancel(*, job: LoadJob) -> bool:
     The flag in the row is the route: an owner in this process sees it through its token at
     once, one in another server through the agent's channel, a CLI owner by reading the row.
     """
-    if not _transition(job, ACTIVE, cancel_requested=True, message="취소하는 중..."):
+    if not _transition(job, ACTIVE, cancel_requested=True, message=gettext_noop("취소하는 중...")):
         return False
     if job.owner_host == IDENTITY.host and job.owner_pid == IDENTITY.pid:
         TOKENS.fire(job.pk)
@@ -189,10 +202,10 @@ def job_reap() -> list[int]:
     for job in LoadJob.objects.filter(state__in=ACTIVE):
         if not _is_orphan(job, now):
             continue
+        gone = gettext_noop("로드가 중단되었습니다: 로드하던 프로세스가 종료되었습니다. 다시 로드하세요.")
         if _finish(
-            job, S.INTERRUPTED, message="로드가 중단되었습니다(서버 또는 프로세스 종료).", error_code="interrupted",
-            error_message="로드가 중단되었습니다: 로드하던 프로세스가 종료되었습니다. 다시 로드하세요.",
-            error_detail=f"owner {job.owner_host}:{job.owner_pid} is gone",
+            job, S.INTERRUPTED, message=gettext_noop('로드가 중단되었습니다(서버 또는 프로세스 종료).'),
+            **_error_fields("interrupted", gone, f"owner {job.owner_host}:{job.owner_pid} is gone"),
         ):  # fmt: skip
             reaped.append(job.pk)
             log.warning("job %s interrupted: owner %s:%s is gone", job.pk, job.owner_host, job.owner_pid)

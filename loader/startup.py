@@ -21,10 +21,12 @@ from django.conf import settings
 from django.db import connection
 
 from .events import publisher
+from .terminal import terminal
 
 log = logging.getLogger("loader.startup")
 _started_on: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
+publisher.observers.append(terminal.show)  # FAQ Q10: a server's terminal shows every load it sees
 
 
 def raise_open_file_limit() -> None:

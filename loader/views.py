@@ -20,31 +20,34 @@ from django.views.decorators.http import require_GET, require_POST
 from . import catalog_cache, processes, runner, services
 from .access import staff_required
 from .catalog import find_model
+from .i18n import here
 from .offloop import CATALOG_POOL, off_loop
 from .pipeline.device import DEVICES, DTYPES
 from .pipeline.errors import LoaderBusy
+from .pipeline.i18n import Msg, gettext_noop
 from .selectors import job_active, job_list, job_snapshot, loader_state
 
 JOBS_DEFAULT, JOBS_MAX = 20, 100
 
 
 def _error(status: int, message: str, **extra: Any) -> JsonResponse:
-    return JsonResponse({"error": message, **extra}, status=status)
+    """The refusal in the request's language (``message`` is a Korean template, see ``loader.i18n``)."""
+    return JsonResponse({"error": here(message), **extra}, status=status)
 
 
 def _json_body(request: HttpRequest) -> dict[str, Any] | JsonResponse:
     try:
         raw = request.body
     except RequestDataTooBig:
-        return _error(413, "요청 본문이 너무 큽니다.")
+        return _error(413, gettext_noop("요청 본문이 너무 큽니다."))
     if not raw:
         return {}
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        return _error(400, "요청 본문이 올바른 JSON이 아닙니다.")
+    except (UnicodeDecodeError, ValueError, RecursionError):  # nesting deep enough to exhaust the stack too
+        return _error(400, gettext_noop("요청 본문이 올바른 JSON이 아닙니다."))
     if not isinstance(data, dict):
-        return _error(400, "요청 본문은 JSON 객체여야 합니다.")
+        return _error(400, gettext_noop("요청 본문은 JSON 객체여야 합니다."))
     return data
 
 
@@ -77,7 +80,7 @@ async def models(request: HttpRequest) -> JsonResponse:
 @staff_required(api=True)
 async def status(request: HttpRequest) -> JsonResponse:
     state = await off_loop(loader_state)
-    return JsonResponse({"job": state["job"], "loaded": state["loaded"]})
+    return JsonResponse({"job": state["job"], "loaded": state["loaded"], "held": state["held"]})
 
 
 @require_GET
@@ -89,7 +92,10 @@ async def jobs(request: HttpRequest) -> JsonResponse:
     except ValueError:
         limit = 0
     if not 1 <= limit <= JOBS_MAX:
-        return _error(400, f"'limit'은 1에서 {JOBS_MAX} 사이의 정수여야 합니다: {raw[:20]!r}")
+        return _error(
+            400,
+            gettext_noop("'limit'은 1에서 {most} 사이의 정수여야 합니다: {value}", most=JOBS_MAX, value=repr(raw[:20])),
+        )
     return JsonResponse({"jobs": await off_loop(lambda: [job_snapshot(job) for job in job_list(limit=limit)])})
 
 
@@ -101,22 +107,35 @@ def load(request: HttpRequest) -> JsonResponse:
         return data
     name, device, dtype = data.get("model"), data.get("device", "auto"), data.get("dtype", "auto")
     if not isinstance(name, str) or not name.strip():
-        return _error(400, "'model'에 모델 이름(문자열)을 지정하세요.")
+        return _error(400, gettext_noop("'model'에 모델 이름(문자열)을 지정하세요."))
     if not isinstance(device, str) or device not in DEVICES:
-        return _error(400, f"알 수 없는 장치입니다: {device!r} (가능: {', '.join(DEVICES)})")
+        return _error(
+            400,
+            gettext_noop(
+                "알 수 없는 장치입니다: {value} (가능: {choices})", value=repr(device), choices=", ".join(DEVICES)
+            ),
+        )
     if not isinstance(dtype, str) or dtype not in DTYPES:
-        return _error(400, f"알 수 없는 dtype입니다: {dtype!r} (가능: {', '.join(DTYPES)})")
+        return _error(
+            400,
+            gettext_noop(
+                "알 수 없는 dtype입니다: {value} (가능: {choices})", value=repr(dtype), choices=", ".join(DTYPES)
+            ),
+        )
+    merge = data.get("merge", False)
+    if not isinstance(merge, bool):
+        return _error(400, gettext_noop("'merge'는 true 또는 false여야 합니다: {value}", value=repr(merge)[:40]))
     entry = find_model(name)
     if entry is None:
-        return _error(400, f"모델 목록에 없는 이름입니다: {name[:200]!r}")
+        return _error(400, gettext_noop("모델 목록에 없는 이름입니다: {name}", name=repr(name[:200])))
     try:
         job = services.job_start(
-            model_name=entry.name, model_path=str(entry.path), device=device, dtype=dtype, source="web",
+            model_name=entry.name, model_path=str(entry.path), device=device, dtype=dtype, source="web", merge=merge,
             requested_by=request.user.get_username() if request.user.is_authenticated else "",
             lang=getattr(request, "LANGUAGE_CODE", "ko"), then=runner.start_job_thread,
         )  # fmt: skip
     except services.JobBusy as busy:
-        return _error(409, str(busy), job=job_snapshot(busy.active))
+        return _error(409, busy.message, job=job_snapshot(busy.active))
     return JsonResponse({"job": job_snapshot(job)}, status=202)
 
 
@@ -125,7 +144,7 @@ def load(request: HttpRequest) -> JsonResponse:
 def cancel(request: HttpRequest) -> JsonResponse:
     job = job_active()
     if job is None or not services.job_cancel(job=job):
-        return _error(409, "진행 중인 로드가 없습니다.")
+        return _error(409, gettext_noop("진행 중인 로드가 없습니다."))
     return JsonResponse({"job": job_snapshot(job)}, status=202)
 
 
@@ -135,9 +154,9 @@ def unload(request: HttpRequest) -> JsonResponse:
     try:
         had = processes.model_unload()
     except LoaderBusy as exc:
-        return _error(409, exc.user_message)
+        return _error(409, Msg(exc.template, exc.params))
     except processes.OwnerUnreachable as exc:
-        return _error(503, f"모델을 가진 서버가 응답하지 않습니다: {exc}")
+        return _error(503, gettext_noop("모델을 가진 서버가 응답하지 않습니다: {owner}", owner=str(exc)))
     return JsonResponse({"unloaded": had, "loaded": None})
 
 
@@ -146,7 +165,9 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> Any:
     if request.path.startswith("/api/"):
         return _error(
             403,
-            "CSRF 토큰이 없거나 맞지 않습니다. 페이지(/)에서 받은 csrftoken 쿠키 값을 X-CSRFToken 헤더로 보내세요.",
+            gettext_noop(
+                "CSRF 토큰이 없거나 맞지 않습니다. 페이지(/)에서 받은 csrftoken 쿠키 값을 X-CSRFToken 헤더로 보내세요."
+            ),
             reason=reason,
         )
     from django.views.csrf import csrf_failure as default_failure

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,4 +126,85 @@ def test_english_browser_gets_english_page(browser: Any, server: LiveServer) -> 
     page = context.new_page()
     page.goto(server.url + "/")
     assert "Choose a model" in page.inner_text(".settings-panel")
+    context.close()
+
+
+HANGUL = "[\\uac00-\\ud7a3]"
+
+
+def wait_success(page: Any) -> int:
+    page.wait_for_selector("#progress-box.success", timeout=60_000)
+    return int(page.evaluate("window.MACtuner.state.job.id"))
+
+
+def test_history_panel_and_stage_chart_show_a_finished_load(page: Any) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert "샤드 1개)" in page.inner_text("#model-select"), "tied has 1 shard"
+    assert "샤드 3개)" in page.inner_text("#model-select"), "tiny has 3 shards"
+    start_load(page, "tied")
+    job_id = wait_success(page)
+    row = page.locator(f'#history-body tr[data-job-id="{job_id}"]')
+    row.wait_for(timeout=5_000)
+    cells = row.locator("td").all_inner_texts()
+    assert cells[0] == "tied" and cells[1] == "웹" and cells[2] == "성공"
+    total = page.evaluate("window.MACtuner.state.job.timings.total")
+    assert re.fullmatch(r"\d+(\.\d+)?s", cells[3]) and abs(float(cells[3][:-1]) - total) < 0.06
+    assert cells[4].endswith("MB/s") and cells[5] in {"—", "핫", "콜드", "혼합"}
+    chart = page.locator("#stage-chart")
+    assert chart.is_visible()
+    legend = chart.locator("li").evaluate_all("els => els.map(e => e.dataset.stage)")
+    assert legend == ["preparing", "tokenizer", "config", "weights", "device", "metadata"]
+    assert "가중치" in chart.inner_text()
+    widths = chart.locator(".seg").evaluate_all("els => els.map(e => parseFloat(e.style.width))")
+    assert abs(sum(widths) - 100) < 0.1
+    page.locator("#progress-box").screenshot(path=str(ARTIFACTS / "success-stage-chart.png"))
+    page.locator("#history").screenshot(path=str(ARTIFACTS / "history-panel.png"))
+
+
+def test_second_tab_opened_mid_load_shows_the_running_jobs_options(
+    page: Any, browser: Any, server: LiveServer, models_root: Path
+) -> None:
+    # Not the first model in the list nor the default options, so the second tab cannot show them by chance.
+    copy = models_root / "xx-medium"
+    shutil.copytree(models_root / "medium", copy, dirs_exist_ok=True)
+    try:
+        page.reload()
+        page.wait_for_function("window.MACtuner && window.MACtuner.modelsLoaded")
+        page.select_option("#device-select", "cpu")
+        page.select_option("#dtype-select", "float32")
+        start_load(page, "xx-medium")
+        page.wait_for_function(
+            "window.MACtuner.state.job && window.MACtuner.state.job.stage === 'weights'", timeout=30_000
+        )
+        context = browser.new_context(locale="ko-KR")
+        late = context.new_page()
+        late.goto(server.url + "/")
+        late.wait_for_function("window.MACtuner && window.MACtuner.modelsLoaded")
+        assert late.evaluate("window.MACtuner.state.job.active"), "the load must still be running"
+        assert late.input_value("#model-select") == "xx-medium"
+        assert late.input_value("#device-select") == "cpu" and late.input_value("#dtype-select") == "float32"
+        late.screenshot(path=str(ARTIFACTS / "late-tab-selectors.png"))
+        context.close()
+        page.wait_for_selector("#progress-box.success", timeout=60_000)
+    finally:
+        page.wait_for_function("!window.MACtuner.state.job.active", timeout=60_000)
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def test_english_page_history_panel_has_no_hangul(browser: Any, server: LiveServer) -> None:
+    context = browser.new_context(locale="en-US")
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.wait_for_function("window.MACtuner && window.MACtuner.modelsLoaded")
+    assert "1 shard)" in page.inner_text("#model-select") and "3 shards)" in page.inner_text("#model-select")
+    for model in ("tied", "zz-broken"):
+        start_load(page, model)
+        page.wait_for_function(
+            "window.MACtuner.state.job && !window.MACtuner.state.job.active && window.MACtuner.state.job.id !== 'pending'",
+            timeout=60_000,
+        )
+    panel = page.inner_text("#history")
+    assert "Recent loads" in panel and "Succeeded" in panel and "Failed" in panel and "Web" in panel
+    assert not re.search(HANGUL, panel), panel
+    page.locator("#history").screenshot(path=str(ARTIFACTS / "history-panel-en.png"))
     context.close()

@@ -115,3 +115,26 @@ def test_signal_cancels_cleanly_with_exit_130(env: dict[str, str], signum: int) 
     assert time.monotonic() - sent < 3
     assert "로드가 취소되었습니다" in err
     assert jobs(env)[0]["state"] == "cancelled"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_warming_up_exits_130_without_a_traceback_or_a_job(env: dict[str, str], signum: int) -> None:
+    proc = subprocess.Popen(
+        [PYTHON, "manage.py", "loadmodel", "medium"], cwd=ROOT, env=env,
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(2.0)  # Django is up; torch/transformers are still importing
+    proc.send_signal(signum)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "로드가 취소되었습니다" in err
+    assert not [row for row in jobs(env) if row["state"] in ("queued", "running")]
+
+
+def test_json_output_of_a_refusal_is_json(env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [PYTHON, "manage.py", "loadmodel", "no-such-model", "--json"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    body = json.loads(result.stdout)
+    assert body["exit"] == 2 and "no-such-model" in body["error"]

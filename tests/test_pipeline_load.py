@@ -118,14 +118,16 @@ def test_cancel_mid_weights_frees_the_slot(models_root: Path) -> None:
     seen: list[ProgressEvent] = []
 
     def on_event(event: ProgressEvent) -> None:
+        # The first weights event, whatever its percent: on a fast machine the capped read may still
+        # finish between two events, so waiting for "> 40 %" could miss the stage altogether.
         seen.append(event)
-        if event.stage is Stage.WEIGHTS and event.percent > 40:
+        if event.stage is Stage.WEIGHTS:
             cancel.set()
 
     with pytest.raises(LoadCancelled):
         slot.load(LoadRequest(models_root / "medium", device="cpu", read_limit_bps=50e6), on_event, cancel)
     assert slot.loaded is None and not slot.busy
-    assert max(e.percent for e in seen) < 85
+    assert any(e.stage is Stage.WEIGHTS for e in seen) and max(e.percent for e in seen) < 85
     load(slot, models_root / "tiny")
     assert slot.loaded is not None and slot.loaded.name == "tiny"
 

@@ -22,8 +22,11 @@ from .errors import (
     ShardMissing,
     UnsafeFile,
 )
+from .formats import ADAPTER, BIN, BIN_INDEX, BIN_NAME, NONE, SAFETENSORS, detect, quant_refusal, refuse
 from .header import DTYPE_BYTES, MAX_HEADER_BYTES, read_header
+from .i18n import gettext_noop
 from .safefs import CONFIG_CAP, JsonUnreadable, check_file, check_folder_files, folder_root, read_json
+from .torchbin import read_bin
 
 __all__ = ["DTYPE_BYTES", "FLOAT_DTYPES", "INDEX_NAME", "MAX_HEADER_BYTES", "CheckpointInfo", "TensorInfo"]
 
@@ -49,6 +52,9 @@ class CheckpointInfo:
     root: Path | None = None
     # What the config implies (``skeleton.TensorPlan``), set by the preflight once it is checked.
     plan: Any = None
+    format: str = SAFETENSORS  # or BIN: pytorch_model*.bin, read with the safe unpickler
+    # A PEFT adapter loaded over this checkpoint (``adapters.AdapterInfo``); its bytes follow the base's.
+    adapter: Any = None
 
     @property
     def total_bytes(self) -> int:
@@ -77,11 +83,17 @@ class CheckpointInfo:
 
 def _open_folder(path: Path) -> None:
     if not path.exists():
-        raise FolderMissing(f"모델 폴더를 찾을 수 없습니다: {path.name}", f"{path} does not exist")
+        raise FolderMissing(
+            gettext_noop("모델 폴더를 찾을 수 없습니다: {name}", name=path.name), f"{path} does not exist"
+        )
     if not path.is_dir():
-        raise NotAModelFolder(f"모델 폴더가 아닙니다: {path.name}", f"{path} is not a directory")
+        raise NotAModelFolder(
+            gettext_noop("모델 폴더가 아닙니다: {name}", name=path.name), f"{path} is not a directory"
+        )
     if not os.access(path, os.R_OK | os.X_OK):
-        raise FolderUnreadable(f"모델 폴더를 읽을 수 없습니다(권한): {path.name}", f"{path}: no read permission")
+        raise FolderUnreadable(
+            gettext_noop("모델 폴더를 읽을 수 없습니다(권한): {name}", name=path.name), f"{path}: no read permission"
+        )
 
 
 def read_config(path: Path, root: Path | None = None) -> dict[str, Any]:
@@ -89,88 +101,131 @@ def read_config(path: Path, root: Path | None = None) -> dict[str, Any]:
     root = root or folder_root(path)
     config_path = path / "config.json"
     if not os.path.lexists(config_path):
-        raise NotAModelFolder(f"모델 폴더가 아닙니다(config.json 없음): {path.name}", f"{config_path} missing")
+        raise NotAModelFolder(
+            gettext_noop("모델 폴더가 아닙니다(config.json 없음): {name}", name=path.name), f"{config_path} missing"
+        )
     try:
         config = read_json(config_path, root, CONFIG_CAP)
     except PermissionError as exc:
-        raise FolderUnreadable(f"config.json을 읽을 수 없습니다(권한): {path.name}", repr(exc)) from exc
+        raise FolderUnreadable(
+            gettext_noop("config.json을 읽을 수 없습니다(권한): {name}", name=path.name), repr(exc)
+        ) from exc
     except FileNotFoundError as exc:
-        raise NotAModelFolder(f"모델 폴더가 아닙니다(config.json 없음): {path.name}", "config.json missing") from exc
+        raise NotAModelFolder(
+            gettext_noop("모델 폴더가 아닙니다(config.json 없음): {name}", name=path.name), "config.json missing"
+        ) from exc
     except (OSError, JsonUnreadable) as exc:
-        raise ConfigUnreadable(f"config.json을 읽을 수 없습니다: {path.name}", f"config.json: {exc}") from exc
+        raise ConfigUnreadable(
+            gettext_noop("config.json을 읽을 수 없습니다: {name}", name=path.name), f"config.json: {exc}"
+        ) from exc
     if not isinstance(config, dict):
-        raise ConfigUnreadable(f"config.json 형식이 잘못되었습니다: {path.name}", "top level is not an object")
+        raise ConfigUnreadable(
+            gettext_noop("config.json 형식이 잘못되었습니다: {name}", name=path.name), "top level is not an object"
+        )
     return config
 
 
-def _shard_name(name: Any, path: Path) -> str:
+def _shard_name(name: Any, path: Path, index: str = INDEX_NAME) -> str:
     """A shard named by the index must be a plain relative path inside the folder."""
     pure = PurePosixPath(name) if isinstance(name, str) else None
     if pure is None or not name or "\\" in name or "\0" in name or pure.is_absolute() or ".." in pure.parts:
         raise UnsafeFile(
-            f"샤드 인덱스가 모델 폴더 밖의 파일을 가리킵니다: {path.name}",
-            f"{INDEX_NAME}: a weight_map entry is not a file name inside the folder",
+            gettext_noop("샤드 인덱스가 모델 폴더 밖의 파일을 가리킵니다: {name}", name=path.name),
+            f"{index}: a weight_map entry is not a file name inside the folder",
         )
     return name
 
 
-def _index_shards(path: Path, root: Path) -> list[Path]:
-    index = path / INDEX_NAME
+def _index_shards(path: Path, root: Path, index_name: str = INDEX_NAME) -> list[Path]:
+    index = path / index_name
     try:
         data = read_json(index, root, CONFIG_CAP)
     except (OSError, JsonUnreadable) as exc:
-        raise ShardCorrupt(f"샤드 인덱스 파일이 손상되었습니다: {path.name}", f"{INDEX_NAME}: {exc}") from exc
+        raise ShardCorrupt(
+            gettext_noop("샤드 인덱스 파일이 손상되었습니다: {name}", name=path.name), f"{index_name}: {exc}"
+        ) from exc
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(k, str) for k in weight_map):
-        raise ShardCorrupt(f"샤드 인덱스 파일이 손상되었습니다: {path.name}", f"{INDEX_NAME}: no weight_map object")
+        raise ShardCorrupt(
+            gettext_noop("샤드 인덱스 파일이 손상되었습니다: {name}", name=path.name),
+            f"{index_name}: no weight_map object",
+        )
     if not isinstance(data.get("metadata"), dict):  # transformers reads it; without it the load fails late
-        raise ShardCorrupt(f"샤드 인덱스 파일이 손상되었습니다: {path.name}", f"{INDEX_NAME}: no metadata object")
-    names = sorted({_shard_name(v, path) for v in weight_map.values()})
+        raise ShardCorrupt(
+            gettext_noop("샤드 인덱스 파일이 손상되었습니다: {name}", name=path.name),
+            f"{index_name}: no metadata object",
+        )
+    names = sorted({_shard_name(v, path, index_name) for v in weight_map.values()})
     files = [path / n for n in names]
     for f in files:
         try:
             check_file(f, root)
         except FileNotFoundError:
             raise ShardMissing(
-                f"샤드 파일이 없습니다: {f.name} ({len(files)}개 중)", f"{INDEX_NAME} names a missing shard {f.name}"
+                gettext_noop("샤드 파일이 없습니다: {name} ({len}개 중)", name=f.name, len=len(files)),
+                f"{index_name} names a missing shard {f.name}",
             ) from None
     return files
 
 
 def shard_files(path: Path, root: Path | None = None) -> list[Path]:
+    """The weight files transformers will read: safetensors when there are any (they win over
+    ``.bin``, as in transformers), else ``pytorch_model.bin`` or the shards its index names."""
     root = root or folder_root(path)
-    if os.path.lexists(path / INDEX_NAME):
-        return _index_shards(path, root)
-    single = path / "model.safetensors"
-    if os.path.lexists(single):
-        check_file(single, root)
-        return [single]
-    if any(path.glob("*.bin")) or any(path.glob("*.pth")):
-        raise NotAModelFolder(
-            f"safetensors 가중치만 지원합니다(.bin/.pth 파일은 보안상 로드하지 않음): {path.name}",
-            f"{path}: only pickle weights found",
-        )
-    raise NotAModelFolder(f"가중치 파일(.safetensors)이 없습니다: {path.name}", f"{path}: no safetensors")
+    for index, single in ((INDEX_NAME, "model.safetensors"), (BIN_INDEX, BIN_NAME)):
+        if os.path.lexists(path / index):
+            return _index_shards(path, root, index)
+        if os.path.lexists(path / single):
+            check_file(path / single, root)
+            return [path / single]
+    raise NotAModelFolder(
+        gettext_noop("가중치 파일(.safetensors 또는 pytorch_model.bin)이 없습니다: {name}", name=path.name),
+        f"{path}: no model weights",
+    )
+
+
+def _refuse_format(path: Path, config: dict[str, Any] | None = None) -> None:
+    """GGUF, MLX, ONNX, TF/Flax and Meta .pth folders: a typed refusal that says what to do."""
+    kind = detect(path, config)
+    if kind not in (NONE, SAFETENSORS, BIN, ADAPTER):
+        raise refuse(kind, path)
+    if config is not None and (quant := quant_refusal(config, path)) is not None:
+        raise quant
+
+
+def _tensors(file: Path, root: Path) -> dict[str, TensorInfo]:
+    if file.name.endswith(".safetensors"):
+        return {
+            n: TensorInfo(0, e.dtype, e.numel, e.end - e.start, e.shape) for n, e in read_header(file, root).items()
+        }
+    return {n: TensorInfo(0, t.dtype, t.numel, t.nbytes, t.shape) for n, t in read_bin(file, root).items()}
 
 
 def inspect_checkpoint(path: Path) -> CheckpointInfo:
     """Config + every shard header; raises a typed error for anything a load would trip on."""
     path = Path(path)
+    if os.path.lexists(path):
+        _refuse_format(path)  # before "not a folder"/"no config.json": name the format instead
     _open_folder(path)
     root = folder_root(path)
     info = CheckpointInfo(path=path, config=read_config(path, root), root=root)
+    _refuse_format(path, info.config)
     check_folder_files(path, root)  # tokenizer & co: before AutoTokenizer opens any of them
     info.shard_files = shard_files(path, root)
+    info.format = SAFETENSORS if info.shard_files[0].name.endswith(".safetensors") else BIN
     for k, file in enumerate(info.shard_files, start=1):
         try:
-            entries = read_header(file, root)
+            entries = _tensors(file, root)
         except PermissionError as exc:
-            raise FolderUnreadable(f"가중치 파일을 읽을 수 없습니다(권한): {file.name}", repr(exc)) from exc
+            raise FolderUnreadable(
+                gettext_noop("가중치 파일을 읽을 수 없습니다(권한): {name}", name=file.name), repr(exc)
+            ) from exc
         for name, e in entries.items():
             if name in info.tensors:
                 raise ShardCorrupt(
-                    f"같은 텐서가 여러 샤드에 있습니다: {file.name}",
+                    gettext_noop("같은 텐서가 여러 샤드에 있습니다: {name}", name=file.name),
                     f"tensor {name[:80]!r} appears in two shards",
                 )
-            info.tensors[name] = TensorInfo(k, e.dtype, e.numel, e.end - e.start, e.shape)
+            e.shard = k
+            info.tensors[name] = e
     return info

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from .errors import DeviceUnavailable, InvalidOption
+from .i18n import gettext_noop
 
 DEVICES = ("auto", "mps", "cuda", "cpu")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -15,9 +16,15 @@ DTYPE_ELEMENT_SIZE = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 def validate_options(device: str, dtype: str) -> None:
     if device not in DEVICES:
-        raise InvalidOption(f"알 수 없는 장치입니다: {device} (가능: {', '.join(DEVICES)})", f"device={device!r}")
+        raise InvalidOption(
+            gettext_noop("알 수 없는 장치입니다: {device} (가능: {join})", device=device, join=", ".join(DEVICES)),
+            f"device={device!r}",
+        )
     if dtype not in DTYPES:
-        raise InvalidOption(f"알 수 없는 dtype입니다: {dtype} (가능: {', '.join(DTYPES)})", f"dtype={dtype!r}")
+        raise InvalidOption(
+            gettext_noop("알 수 없는 dtype입니다: {dtype} (가능: {join})", dtype=dtype, join=", ".join(DTYPES)),
+            f"dtype={dtype!r}",
+        )
 
 
 def _mps_available(torch: Any) -> bool:
@@ -36,12 +43,13 @@ def resolve_device(requested: str) -> str:
         return "cpu"
     if requested == "mps" and not _mps_available(torch):
         raise DeviceUnavailable(
-            "MPS(Apple GPU)를 사용할 수 없습니다. 'auto' 또는 'cpu'를 선택하세요.",
+            gettext_noop("MPS(Apple GPU)를 사용할 수 없습니다. 'auto' 또는 'cpu'를 선택하세요."),
             "torch.backends.mps.is_available() is False",
         )
     if requested == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailable(
-            "CUDA GPU를 사용할 수 없습니다. 'auto' 또는 'cpu'를 선택하세요.", "torch.cuda.is_available() is False"
+            gettext_noop("CUDA GPU를 사용할 수 없습니다. 'auto' 또는 'cpu'를 선택하세요."),
+            "torch.cuda.is_available() is False",
         )
     return requested
 

@@ -1,10 +1,15 @@
-"""Typed load errors: a plain Korean message for the user, a technical detail for the log.
+"""Typed load errors: a plain message for the user, a technical detail for the log.
 
-The UI prefixes ``user_message`` with "❌ 오류:"; ``code`` lets tests and scripts branch on the
-kind of failure without parsing prose.
+The UI prefixes the message with "❌ 오류:"; ``code`` lets tests and scripts branch on the kind
+of failure without parsing prose. The message is Korean text that keeps its template and
+parameters (``i18n.gettext_noop``), so the page and the CLI can say it in English too.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+from .i18n import gettext_noop, parts
 
 
 class LoadError(Exception):
@@ -12,11 +17,15 @@ class LoadError(Exception):
 
     def __init__(self, user_message: str, detail: str = "") -> None:
         super().__init__(user_message)
-        self.user_message = user_message
-        self.detail = detail or user_message
+        self.user_message = str(user_message)
+        self.template, self.params = parts(user_message)
+        self.detail = detail or str(user_message)
 
-    def to_dict(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.user_message, "detail": self.detail}
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code, "message": self.user_message, "detail": self.detail,
+            "template": self.template, "params": self.params,
+        }  # fmt: skip
 
 
 class FolderMissing(LoadError):
@@ -107,4 +116,28 @@ class LoadCancelled(LoadError):
     code = "cancelled"
 
     def __init__(self) -> None:
-        super().__init__("로드가 취소되었습니다.", "cancelled by request")
+        super().__init__(gettext_noop("로드가 취소되었습니다."), "cancelled by request")
+
+
+class UnsupportedFormat(LoadError):
+    """A folder in a format transformers does not load (GGUF, MLX, ONNX, …); the message says what to use."""
+
+    code = "unsupported_format"
+
+
+class UnsafePickle(LoadError):
+    """A ``.bin``/``.pt`` pickle the safe (``weights_only``) unpickler refused; nothing in it ran."""
+
+    code = "unsafe_pickle"
+
+
+class AdapterBaseMissing(LoadError):
+    """A PEFT adapter whose base model (``base_model_name_or_path``) is not on this machine."""
+
+    code = "adapter_base_missing"
+
+
+class AdapterMismatch(LoadError):
+    """A PEFT adapter whose tensors do not fit its base model's modules."""
+
+    code = "adapter_mismatch"

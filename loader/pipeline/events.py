@@ -67,6 +67,14 @@ class WeightsDetail:
     bytes_total: int = 0
     bytes_per_s: float = 0.0
     eta_s: float | None = None
+    # Which weights path ran and why ("stream" | "transformers"), what the stream had read before
+    # the weights stage began, and the page cache state measured before reading ("hot" | "cold" |
+    # "mixed" | "unknown"); set from the weights stage on (see engine.py).
+    engine: str = ""
+    engine_reason: str = ""
+    prefetched_bytes: int = 0
+    cache: str = ""
+    staging_bytes: int = 0
 
 
 @dataclass

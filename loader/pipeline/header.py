@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import ShardCorrupt
+from .i18n import gettext_noop
 from .safefs import JsonUnreadable, open_regular
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -36,7 +37,9 @@ class HeaderEntry:
 
 
 def _corrupt(file: Path, why: str) -> ShardCorrupt:
-    return ShardCorrupt(f"가중치 파일 헤더가 손상되었습니다: {file.name}", f"{file.name}: {why}")
+    return ShardCorrupt(
+        gettext_noop("가중치 파일 헤더가 손상되었습니다: {name}", name=file.name), f"{file.name}: {why}"
+    )
 
 
 def _safe_name(name: str) -> str:
@@ -76,7 +79,7 @@ def _entry(file: Path, name: str, raw: Any, data_len: int) -> HeaderEntry:
         raise _corrupt(file, f"entry {label} has data_offsets that are not two ordered non-negative integers")
     if end > data_len:
         raise ShardCorrupt(
-            f"가중치 파일이 잘렸습니다(불완전한 다운로드?): {file.name}",
+            gettext_noop("가중치 파일이 잘렸습니다(불완전한 다운로드?): {name}", name=file.name),
             f"{file.name}: entry {label} ends past the end of the file",
         )
     if end - start != numel * DTYPE_BYTES[dtype]:
@@ -87,11 +90,13 @@ def _entry(file: Path, name: str, raw: Any, data_len: int) -> HeaderEntry:
 def _read_raw(fh: IO[bytes], file: Path, size: int) -> tuple[int, Any]:
     raw_len = fh.read(8)
     if len(raw_len) < 8:
-        raise ShardCorrupt(f"가중치 파일이 손상되었습니다: {file.name}", f"{file.name}: shorter than 8 bytes")
+        raise ShardCorrupt(
+            gettext_noop("가중치 파일이 손상되었습니다: {name}", name=file.name), f"{file.name}: shorter than 8 bytes"
+        )
     (header_len,) = struct.unpack("<Q", raw_len)
     if header_len < 2 or header_len > MAX_HEADER_BYTES or 8 + header_len > size:
         raise ShardCorrupt(
-            f"가중치 파일이 손상되었습니다: {file.name}",
+            gettext_noop("가중치 파일이 손상되었습니다: {name}", name=file.name),
             f"{file.name}: header length field is out of range for a {size}-byte file",
         )
     try:

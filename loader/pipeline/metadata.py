@@ -46,4 +46,6 @@ def extract_metadata(model: Any, tokenizer: Any, config: Any, info: CheckpointIn
         "tie_word_embeddings": bool(_first(config, "tie_word_embeddings")),
         "tokenizer_class": type(tokenizer).__name__,
         "has_chat_template": bool(getattr(tokenizer, "chat_template", None)),
+        "format": info.format,
+        "adapter": info.adapter.describe() if info.adapter is not None else None,
     }

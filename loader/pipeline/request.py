@@ -6,6 +6,7 @@ slot import it without importing each other.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,10 @@ class LoadRequest:
     read_limit_bps: float = 0.0
     # The catalog name the user chose (``org/name``, ``run/checkpoint-500``); defaults to the folder.
     name: str = ""
+    # A PEFT adapter: merge it into the base (``merge_and_unload``) instead of keeping it separate.
+    merge: bool = False
+    # Finds an adapter's base by name (the catalog: models folder, HF cache); None: absolute paths only.
+    base_resolver: Callable[[str], Path | None] | None = None
 
     @property
     def display_name(self) -> str:

@@ -12,8 +12,11 @@ import threading
 from typing import Any
 
 from . import device as devices
+from .adapters import preflight_adapter
 from .checkpoint import CheckpointInfo, inspect_checkpoint
 from .errors import ConfigUnreadable, FolderUnreadable, RemoteCodeRefused, UnknownArchitecture
+from .formats import ADAPTER, detect
+from .i18n import gettext_noop
 from .request import LoadRequest
 from .safefs import TOKENIZER_CAP, JsonUnreadable, folder_root, read_json
 
@@ -39,14 +42,31 @@ def warm_imports() -> None:
 
 
 def preflight(request: LoadRequest) -> CheckpointInfo:
-    """Everything that can be refused before the current model is unloaded."""
+    """Everything that can be refused before the current model is unloaded.
+
+    A PEFT adapter folder is checked over its base: the returned info is the base's, carrying
+    the adapter (``info.adapter``).
+    """
+    devices.validate_options(request.device, request.dtype)
+    if detect(request.path) == ADAPTER:
+        try:
+            return preflight_adapter(request, _preflight_model)
+        except OSError as exc:
+            raise FolderUnreadable(
+                gettext_noop("어댑터 폴더의 파일을 읽을 수 없습니다: {name}", name=request.path.name), repr(exc)
+            ) from exc
+    return _preflight_model(request)
+
+
+def _preflight_model(request: LoadRequest) -> CheckpointInfo:
     from .skeleton import build_meta, check_counts, check_layers, compare, target_dtype
 
-    devices.validate_options(request.device, request.dtype)
     try:
         info = inspect_checkpoint(request.path)
     except OSError as exc:  # permission, I/O error, a link swapped under us: never untyped
-        raise FolderUnreadable(f"모델 폴더의 파일을 읽을 수 없습니다: {request.path.name}", repr(exc)) from exc
+        raise FolderUnreadable(
+            gettext_noop("모델 폴더의 파일을 읽을 수 없습니다: {name}", name=request.path.name), repr(exc)
+        ) from exc
     remote = _refuse_remote_code(request, info.config)
     check_config_fields(info.config)
     check_counts(info.config)
@@ -71,16 +91,20 @@ def check_config_fields(config: dict[str, Any]) -> None:
         isinstance(archs, list) and all(isinstance(a, str) and a.isidentifier() for a in archs)
     ):
         raise ConfigUnreadable(
-            "config.json의 architectures는 모델 클래스 이름의 목록이어야 합니다.",
+            gettext_noop("config.json의 architectures는 모델 클래스 이름의 목록이어야 합니다."),
             "architectures is not a list of names",
         )
     model_type = config.get("model_type")
     if model_type is not None and not isinstance(model_type, str):
-        raise ConfigUnreadable("config.json의 model_type은 문자열이어야 합니다.", "model_type is not a string")
+        raise ConfigUnreadable(
+            gettext_noop("config.json의 model_type은 문자열이어야 합니다."), "model_type is not a string"
+        )
     for key in ("dtype", "torch_dtype"):
         if config.get(key) is not None and config[key] not in FLOAT_DTYPE_NAMES:
             raise ConfigUnreadable(
-                f"config.json의 {key}는 부동소수점 형식이어야 합니다: {str(config[key])[:40]}",
+                gettext_noop(
+                    "config.json의 {key}는 부동소수점 형식이어야 합니다: {str}", key=key, str=str(config[key])[:40]
+                ),
                 f"{key} is not a float dtype",
             )
 
@@ -93,8 +117,9 @@ def _refuse_remote_code(request: LoadRequest, config: dict[str, Any]) -> bool:
     needs = bool(config.get("auto_map") or (isinstance(tok_config, dict) and tok_config.get("auto_map")))
     if needs and not request.allow_remote_code:
         raise RemoteCodeRefused(
-            "이 모델은 모델 폴더의 파이썬 코드를 실행해야 합니다(trust_remote_code). "
-            "보안을 위해 기본적으로 거부됩니다. 관리자가 설정에서 허용할 수 있습니다.",
+            gettext_noop(
+                "이 모델은 모델 폴더의 파이썬 코드를 실행해야 합니다(trust_remote_code). 보안을 위해 기본적으로 거부됩니다. 관리자가 설정에서 허용할 수 있습니다."
+            ),
             f"{request.path}: auto_map present and trust_remote_code is off",
         )
     return needs
@@ -111,14 +136,23 @@ def load_config(transformers: Any, request: LoadRequest, raw: dict[str, Any] | N
                 raw = None
         model_type = raw.get("model_type") if isinstance(raw, dict) else None
         if not model_type:
-            raise ConfigUnreadable(f"config.json에 model_type이 없습니다: {request.path.name}", repr(exc)) from exc
+            raise ConfigUnreadable(
+                gettext_noop("config.json에 model_type이 없습니다: {name}", name=request.path.name), repr(exc)
+            ) from exc
         if isinstance(model_type, str) and model_type not in transformers.CONFIG_MAPPING:
             raise UnknownArchitecture(
-                f"이 버전의 transformers가 지원하지 않는 모델 유형입니다: {model_type[:80]}", repr(exc)[:500]
+                gettext_noop(
+                    "이 버전의 transformers가 지원하지 않는 모델 유형입니다: {model_type}", model_type=model_type[:80]
+                ),
+                repr(exc)[:500],
             ) from exc
-        raise ConfigUnreadable(f"config.json의 값이 잘못되었습니다: {request.path.name}", repr(exc)[:500]) from exc
+        raise ConfigUnreadable(
+            gettext_noop("config.json의 값이 잘못되었습니다: {name}", name=request.path.name), repr(exc)[:500]
+        ) from exc
     except Exception as exc:
-        raise ConfigUnreadable(f"config.json의 값이 잘못되었습니다: {request.path.name}", repr(exc)[:500]) from exc
+        raise ConfigUnreadable(
+            gettext_noop("config.json의 값이 잘못되었습니다: {name}", name=request.path.name), repr(exc)[:500]
+        ) from exc
 
 
 def _is_model_class(transformers: Any, cls: Any) -> bool:
@@ -129,7 +163,7 @@ def model_class(transformers: Any, config: Any) -> Any:
     archs = getattr(config, "architectures", None) or []
     if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
         raise ConfigUnreadable(
-            "config.json의 architectures는 모델 클래스 이름의 목록이어야 합니다.", f"{archs!r}"[:200]
+            gettext_noop("config.json의 architectures는 모델 클래스 이름의 목록이어야 합니다."), f"{archs!r}"[:200]
         )
     for arch in archs:
         if arch.endswith("ForCausalLM"):
@@ -141,7 +175,8 @@ def model_class(transformers: Any, config: Any) -> Any:
             return cls
     if archs:
         raise UnknownArchitecture(
-            f"이 버전의 transformers가 모르는 모델 클래스입니다: {archs[0][:80]}", f"architectures={archs!r}"[:300]
+            gettext_noop("이 버전의 transformers가 모르는 모델 클래스입니다: {archs}", archs=archs[0][:80]),
+            f"architectures={archs!r}"[:300],
         )
     return transformers.AutoModelForCausalLM
 
@@ -154,6 +189,7 @@ def concrete_class(transformers: Any, config: Any) -> Any:
     mapping = cls._model_mapping
     if type(config) not in mapping:
         raise UnknownArchitecture(
-            f"이 구성으로 만들 수 있는 언어 모델 클래스가 없습니다: {type(config).__name__}", f"{type(config)!r}"
+            gettext_noop("이 구성으로 만들 수 있는 언어 모델 클래스가 없습니다: {name}", name=type(config).__name__),
+            f"{type(config)!r}",
         )
     return mapping[type(config)]

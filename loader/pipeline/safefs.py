@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import FileTooLarge, UnsafeFile
+from .i18n import gettext_noop
 
 MB = 1024 * 1024
 CONFIG_CAP = 16 * MB  # config.json, the shard index: real ones are KBs
@@ -49,7 +50,7 @@ def resolve_inside(file: Path, root: Path) -> Path:
     real = Path(os.path.realpath(file))
     if real != root and root not in real.parents:
         raise UnsafeFile(
-            f"모델 폴더 밖을 가리키는 파일은 읽지 않습니다: {file.name}",
+            gettext_noop("모델 폴더 밖을 가리키는 파일은 읽지 않습니다: {name}", name=file.name),
             f"{file.name}: resolves outside the model folder",
         )
     return real
@@ -66,14 +67,19 @@ def open_regular(file: Path, root: Path, cap: int | None = None) -> Iterator[tup
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "장치" if stat.S_ISCHR(st.st_mode) else "특수"
+            kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "device" if stat.S_ISCHR(st.st_mode) else "special"
             raise UnsafeFile(
-                f"일반 파일이 아니어서 읽지 않습니다({kind}): {file.name}",
+                gettext_noop("일반 파일이 아니어서 읽지 않습니다({kind}): {name}", kind=kind, name=file.name),
                 f"{file.name}: not a regular file (mode {stat.filemode(st.st_mode)})",
             )
         if cap is not None and st.st_size > cap:
             raise FileTooLarge(
-                f"파일이 너무 큽니다: {file.name} ({st.st_size / MB:.0f} MB, 최대 {cap // MB} MB)",
+                gettext_noop(
+                    "파일이 너무 큽니다: {name} ({value:.0f} MB, 최대 {value2} MB)",
+                    name=file.name,
+                    value=st.st_size / MB,
+                    value2=cap // MB,
+                ),
                 f"{file.name}: {st.st_size} bytes > cap {cap}",
             )
         if hasattr(os, "set_blocking"):
@@ -90,7 +96,9 @@ def read_bytes(file: Path, root: Path, cap: int) -> bytes:
     with open_regular(file, root, cap) as (fh, _size):
         data = fh.read(cap + 1)
     if len(data) > cap:  # grew since fstat
-        raise FileTooLarge(f"파일이 너무 큽니다: {file.name}", f"{file.name}: more than {cap} bytes")
+        raise FileTooLarge(
+            gettext_noop("파일이 너무 큽니다: {name}", name=file.name), f"{file.name}: more than {cap} bytes"
+        )
     return data
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from .checkpoint import FLOAT_DTYPES, CheckpointInfo
 from .errors import ConfigUnreadable, WeightsMismatch
+from .i18n import gettext_noop
 
 # Bigger than any published model, small enough that the meta build stays well under a second.
 COUNT_LIMITS = (("layer", 1024), ("expert", 4096), ("head", 65536))
@@ -65,7 +66,12 @@ def check_counts(config: dict[str, Any], where: str = "") -> None:
             for word, limit in COUNT_LIMITS:
                 if word in key.lower() and value > limit:
                     raise ConfigUnreadable(
-                        f"config.json의 값이 비현실적으로 큽니다: {where}{key} (최대 {limit})",
+                        gettext_noop(
+                            "config.json의 값이 비현실적으로 큽니다: {where}{key} (최대 {limit})",
+                            where=where,
+                            key=key,
+                            limit=limit,
+                        ),
                         f"config {where}{key} exceeds {limit}",
                     )
 
@@ -87,7 +93,11 @@ def check_layers(config: dict[str, Any], info: CheckpointInfo) -> None:
     held = len(indices) if indices else len(info.tensors)
     if wanted > held:
         raise WeightsMismatch(
-            f"config.json은 층 {wanted}개를 말하지만 체크포인트에는 {held}개뿐입니다(무작위 가중치 방지).",
+            gettext_noop(
+                "config.json은 층 {wanted}개를 말하지만 체크포인트에는 {held}개뿐입니다(무작위 가중치 방지).",
+                wanted=wanted,
+                held=held,
+            ),
             f"config num_hidden_layers={wanted}, checkpoint holds {held} layer(s)",
         )
 
@@ -122,12 +132,13 @@ def build_meta(model_cls: Any, config: Any, dtype: str) -> Any:
             return model_cls(copy.deepcopy(config))
     except _BuildTooBig:
         raise ConfigUnreadable(
-            "config.json이 설명하는 모델이 너무 큽니다(구성 요소 수 초과).",
+            gettext_noop("config.json이 설명하는 모델이 너무 큽니다(구성 요소 수 초과)."),
             f"model skeleton exceeded {MAX_MODULES} modules or {BUILD_DEADLINE_S:.0f} s",
         ) from None
     except Exception as exc:  # a config the model class cannot be built from
         raise ConfigUnreadable(
-            f"config.json으로 모델을 구성할 수 없습니다: {type(exc).__name__}", f"meta build failed: {exc!r}"[:500]
+            gettext_noop("config.json으로 모델을 구성할 수 없습니다: {name}", name=type(exc).__name__),
+            f"meta build failed: {exc!r}"[:500],
         ) from None
     finally:
         handle.remove()
@@ -153,7 +164,7 @@ def _renamer(model: Any, state: dict[str, Any]) -> tuple[Any, list[str]]:
     return rename, targets
 
 
-def _shown(names: set[str] | list[str], more: str = " 외 {}개") -> str:
+def _shown(names: set[str] | list[str], more: str = " (+{})") -> str:
     listed = sorted(names)[:SHOWN_NAMES]
     text = ", ".join(n[:80].encode("ascii", "backslashreplace").decode() for n in listed)
     return text + (more.format(len(names) - len(listed)) if len(names) > len(listed) else "")
@@ -165,7 +176,9 @@ def compare(model: Any, info: CheckpointInfo, dtype: str) -> TensorPlan:
     params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
     if len(info.tensors) > 4 * len(state) + 1000:
         raise WeightsMismatch(
-            f"체크포인트의 텐서 수({len(info.tensors)})가 모델({len(state)})과 맞지 않습니다.",
+            gettext_noop(
+                "체크포인트의 텐서 수({len})가 모델({len2})과 맞지 않습니다.", len=len(info.tensors), len2=len(state)
+            ),
             f"{len(info.tensors)} checkpoint tensors for a model of {len(state)}",
         )
     rename, converter_targets = _renamer(model, state)
@@ -192,17 +205,20 @@ def compare(model: Any, info: CheckpointInfo, dtype: str) -> TensorPlan:
     model._adjust_missing_and_unexpected_keys(report)  # the model's own ignore patterns
     missing, unexpected = report.missing_keys, report.unexpected_keys
     if missing or unexpected or mismatched:
-        parts_ko, parts_en = [], []
-        for label_ko, label_en, names in (
-            ("없음", "missing", missing), ("예상 밖", "unexpected", unexpected), ("모양 다름", "shape differs", mismatched),
-        ):  # fmt: skip
-            if names:
-                parts_ko.append(f"{label_ko} {len(names)}개({_shown(names)})")
-                parts_en.append(f"{label_en} {len(names)}: {_shown(names, ' and {} more')}")
+        parts_en = [
+            f"{label} {len(names)}: {_shown(names, ' and {} more')}"
+            for label, names in (("missing", missing), ("unexpected", unexpected), ("shape differs", mismatched))
+            if names
+        ]
         raise WeightsMismatch(
-            "체크포인트의 가중치가 모델 구성과 맞지 않아 로드하지 않습니다(무작위 가중치 방지): " + "; ".join(parts_ko),
+            gettext_noop(
+                "체크포인트의 가중치가 모델 구성과 맞지 않아 로드하지 않습니다(무작위 가중치 방지): "
+                "없음 {missing}개, 예상 밖 {unexpected}개, 모양 다름 {mismatched}개. 예: {examples}",
+                missing=len(missing), unexpected=len(unexpected), mismatched=len(mismatched),
+                examples=_shown([*sorted(missing)[:2], *sorted(unexpected)[:2], *sorted(mismatched)[:2]]),
+            ),
             f"{plan.model_class}: " + "; ".join(parts_en),
-        )
+        )  # fmt: skip
     for name, t in state.items():
         numel = t.numel()
         plan.tensors[name] = ExpectedTensor(

@@ -14,9 +14,11 @@ from typing import Any
 from . import device as devices
 from .errors import DoesNotFit, LoadCancelled, LoaderBusy, LoadError
 from .events import EventCallback
+from .i18n import gettext_noop
 from .request import LoadedModel, LoadRequest
 from .resolve import preflight
 from .stages import load_checkpoint
+from .staging import release_staging
 
 
 def _gb(n: float) -> str:
@@ -56,7 +58,9 @@ class ModelSlot:
     ) -> LoadedModel:
         lock = self._lock  # the lock this load holds, even if the slot is abandoned meanwhile
         if not lock.acquire(blocking=False):
-            raise LoaderBusy("다른 모델을 로드하는 중입니다. 완료되거나 취소된 뒤 다시 시도하세요.", "slot locked")
+            raise LoaderBusy(
+                gettext_noop("다른 모델을 로드하는 중입니다. 완료되거나 취소된 뒤 다시 시도하세요."), "slot locked"
+            )
         generation = self._generation
         try:
             info = preflight(request)
@@ -104,15 +108,22 @@ class ModelSlot:
             available = min(available, max_bytes)
         if need > available:
             raise DoesNotFit(
-                f"메모리가 부족합니다: {_gb(need)} 필요, {target}에서 {_gb(available)} 사용 가능",
+                gettext_noop(
+                    "메모리가 부족합니다: {gb} 필요, {target}에서 {gb2} 사용 가능",
+                    gb=_gb(need),
+                    target=target,
+                    gb2=_gb(available),
+                ),
                 f"need={need} available={available} device={target}",
             )
 
     def unload(self) -> bool:
         if not self._lock.acquire(blocking=False):
-            raise LoaderBusy("모델을 로드하는 중에는 언로드할 수 없습니다.", "slot locked")
+            raise LoaderBusy(gettext_noop("모델을 로드하는 중에는 언로드할 수 없습니다."), "slot locked")
         try:
-            return self._unload_locked()
+            had = self._unload_locked()
+            release_staging()  # a new load keeps the ring; an explicit unload frees it too
+            return had
         finally:
             self._lock.release()
 

@@ -11,7 +11,11 @@ import time
 from typing import Any
 
 from . import device as devices
+from . import engine
+from .adapter_weights import attach_adapter
+from .adapters import base_request
 from .checkpoint import CheckpointInfo
+from .engine import STREAM
 from .errors import (
     LoadCancelled,
     LoadError,
@@ -21,10 +25,13 @@ from .errors import (
     TokenizerError,
 )
 from .events import EventCallback, ProgressEvent, Stage, WeightsDetail, overall_percent, stage_message
+from .i18n import gettext_noop
 from .metadata import extract_metadata
 from .request import LoadedModel, LoadRequest
 from .resolve import load_config, model_class, preflight, warm_imports
-from .weights import WeightsTracker, move_to_device
+from .stream import Stream
+from .streamed import StreamProgress, load_streamed, start_stream
+from .weights import load_observed, move_to_device
 
 EMIT_INTERVAL_S = 0.05
 
@@ -42,6 +49,8 @@ class _Reporter:
         self.stage_started = time.monotonic()
         self.last_emit = 0.0
         self.fmt: dict[str, str] = {}
+        # The part of the weights stage the base's bytes fill (the rest is an adapter's).
+        self.weights_span = (0.0, 1.0)
 
     def enter(self, stage: Stage, emit: bool = True, **fmt: str) -> None:
         now = time.monotonic()
@@ -56,6 +65,8 @@ class _Reporter:
         if not force and now - self.last_emit < EMIT_INTERVAL_S:
             return
         self.last_emit = now
+        if self.stage is Stage.WEIGHTS:
+            fraction = self.weights_span[0] + (self.weights_span[1] - self.weights_span[0]) * fraction
         self.percent = max(self.percent, overall_percent(self.stage, fraction))
         message = stage_message(self.stage, self.lang, **self.fmt)
         detail = WeightsDetail(**vars(self.detail))
@@ -67,6 +78,13 @@ def _check(cancel: threading.Event) -> None:
         raise LoadCancelled()
 
 
+def _converting(request: LoadRequest, info: CheckpointInfo) -> bool:
+    stored = {t.dtype for t in info.tensors.values()}
+    return request.dtype != "auto" and stored != {
+        {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}[request.dtype]
+    }
+
+
 def load_checkpoint(
     request: LoadRequest,
     on_event: EventCallback,
@@ -76,6 +94,7 @@ def load_checkpoint(
     rep = _Reporter(on_event, request.lang)
     rep.report(0.0, force=True)  # feedback at once, before the slow imports
     info = info or preflight(request)
+    request = base_request(request, info)  # an adapter: the stages load its base, then the adapter
     started = time.monotonic()
     warm_imports()
     import torch
@@ -83,6 +102,24 @@ def load_checkpoint(
     from transformers.utils import logging as hf_logging
 
     target = devices.resolve_device(request.device)
+    converting = _converting(request, info)
+    choice = engine.choose(info, target, converting, request.allow_remote_code)
+    # The reads start now and overlap the tokenizer, config and model-skeleton stages.
+    stream = start_stream(target, choice.shards, cancel, request.read_limit_bps) if choice.engine == STREAM else None
+    try:
+        return _stages(
+            request, rep, cancel, info, target, converting, choice, stream, started, torch, transformers, hf_logging
+        )
+    finally:
+        if stream is not None:
+            stream.close()
+
+
+def _stages(
+    request: LoadRequest, rep: _Reporter, cancel: threading.Event, info: CheckpointInfo, target: str,
+    converting: bool, choice: engine.Choice, stream: Stream | None, started: float, torch: Any, transformers: Any,
+    hf_logging: Any,
+) -> LoadedModel:  # fmt: skip
     rep.report(1.0, force=True)
     _check(cancel)
 
@@ -95,9 +132,13 @@ def load_checkpoint(
         raise
     except Exception as exc:  # transformers raises many kinds for a bad tokenizer
         load_config(transformers, request)  # AutoTokenizer reads config.json too: blame it if it is the cause
-        raise TokenizerError(f"토크나이저를 불러올 수 없습니다: {request.path.name}", repr(exc)) from exc
+        raise TokenizerError(
+            gettext_noop("토크나이저를 불러올 수 없습니다: {name}", name=request.path.name), repr(exc)
+        ) from exc
     if isinstance(tokenizer, bool) or not hasattr(tokenizer, "encode"):
-        raise TokenizerError(f"토크나이저를 불러올 수 없습니다: {request.path.name}", f"got {type(tokenizer)!r}")
+        raise TokenizerError(
+            gettext_noop("토크나이저를 불러올 수 없습니다: {name}", name=request.path.name), f"got {type(tokenizer)!r}"
+        )
     rep.report(1.0, force=True)
     _check(cancel)
 
@@ -107,44 +148,33 @@ def load_checkpoint(
     rep.report(1.0, force=True)
     _check(cancel)
 
-    rep.detail.shards, rep.detail.bytes_total = len(info.shard_files), info.total_bytes
+    if stream is not None and model_cls.__name__.startswith("Auto"):  # transformers picks the class itself
+        stream.close()
+        stream, choice = None, engine.Choice(engine.TRANSFORMERS, "no concrete model class for this config")
+    detail = rep.detail
+    detail.shards, detail.bytes_total = len(info.shard_files), info.total_bytes
+    if info.adapter is not None:  # the adapter's bytes follow the base's in the same bar
+        detail.bytes_total += info.adapter.nbytes
+        rep.weights_span = (0.0, info.total_bytes / max(detail.bytes_total, 1))
+    detail.engine, detail.engine_reason = choice.engine, choice.reason
+    progress = StreamProgress(stream, detail, rep.report) if stream is not None else None
     rep.enter(Stage.WEIGHTS)
     dtype_arg: Any = "auto" if request.dtype == "auto" else devices.torch_dtype(request.dtype)
-    stored = {t.dtype for t in info.tensors.values()}
-    converting = request.dtype != "auto" and stored != {
-        {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}[request.dtype]
-    }
-    detail = rep.detail
-
-    def emit_weights() -> None:
-        detail.shard, detail.bytes_done = tracker.shard, tracker.bytes_done
-        detail.bytes_per_s, detail.eta_s = tracker.rate_and_eta()
-        rep.report(tracker.fraction)
-
-    pass1_share = 1.0 if target != "cpu" else 0.9 if converting else 0.1
-    tracker = WeightsTracker(info, pass1_share, emit_weights, cancel, request.read_limit_bps)
-
-    def hook(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if kwargs.get("desc") == "Loading weights" and args:
-            return tracker.observe(args[0])
-        return factory(*args, **kwargs)
-
     # set_tqdm_hook arrived during transformers 5.x; without it the page-in pass still reports bytes.
     set_hook = getattr(hf_logging, "set_tqdm_hook", lambda _hook: None)
-    previous = set_hook(hook)
     try:
-        # On an accelerator transformers copies each tensor straight to the device inside the
-        # observed loop (that is where the bytes are read), so pass 1 carries the progress and no
-        # CPU page-in is needed; on CPU the tensors stay memory-mapped until paged in.
-        model = model_cls.from_pretrained(
-            str(request.path), dtype=dtype_arg, trust_remote_code=request.allow_remote_code,
-            device_map=None if target == "cpu" else target,
-        )  # fmt: skip
-        tracker.finish_pass1()
+        if stream is not None and progress is not None:
+            model = load_streamed(
+                stream, progress, model_cls, config, dtype_arg, target, request.path, cancel, set_hook
+            )
+            rep.timings["weights_open"] = round(stream.open_s, 4)  # files + destination memory ready
+        else:
+            model = load_observed(
+                info, request, model_cls, dtype_arg, target, converting, detail, rep.report, cancel, set_hook
+            )
         model.eval()
-        if target == "cpu":
-            tracker.page_in(model)
-        emit_weights()
+        if info.adapter is not None:
+            model = attach_adapter(model, info, rep, cancel)
         detail.shard, detail.bytes_done, detail.eta_s = detail.shards, detail.bytes_total, 0.0
         rep.report(1.0, force=True)
 
@@ -154,19 +184,27 @@ def load_checkpoint(
 
         rep.enter(Stage.METADATA)
         metadata = extract_metadata(model, tokenizer, config, info, target)
+        metadata["engine"], metadata["engine_reason"], metadata["cache"] = choice.engine, choice.reason, detail.cache
         rep.report(1.0, force=True)
     # The slot frees what a failed load held (after dropping the traceback that pins it).
     except ImportError as exc:  # e.g. a quantized checkpoint whose backend is not installed
-        raise MissingPackage(f"이 모델에 필요한 패키지가 설치되어 있지 않습니다: {exc}", repr(exc)) from exc
+        raise MissingPackage(
+            gettext_noop("이 모델에 필요한 패키지가 설치되어 있지 않습니다: {value}", value=exc), repr(exc)
+        ) from exc
     except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise OutOfMemory(f"메모리가 부족합니다({target}). 더 작은 모델이나 dtype을 선택하세요.", repr(exc)) from exc
+        raise OutOfMemory(
+            gettext_noop("메모리가 부족합니다({target}). 더 작은 모델이나 dtype을 선택하세요.", target=target),
+            repr(exc),
+        ) from exc
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         text = repr(exc)
         if "safetensors" in text.lower() or "header" in text.lower() or "deserializ" in text.lower():
-            raise ShardCorrupt(f"가중치 파일을 읽을 수 없습니다(손상?): {request.path.name}", text) from exc
-        raise LoadError(f"모델 가중치를 불러오지 못했습니다: {request.path.name}", text) from exc
-    finally:
-        set_hook(previous)
+            raise ShardCorrupt(
+                gettext_noop("가중치 파일을 읽을 수 없습니다(손상?): {name}", name=request.path.name), text
+            ) from exc
+        raise LoadError(
+            gettext_noop("모델 가중치를 불러오지 못했습니다: {name}", name=request.path.name), text
+        ) from exc
 
     rep.enter(Stage.DONE, emit=False)
     rep.timings["total"] = round(time.monotonic() - started, 4)

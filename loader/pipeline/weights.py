@@ -1,4 +1,7 @@
-"""The weights stage: observe transformers' load, then make the weights really resident.
+"""The fallback weights path: observe transformers' own load, then make the weights really resident.
+
+Runs what the streaming engine does not cover (see engine.py: MPS, quantized checkpoints, remote
+code, unusual dtypes, dtype conversion on CUDA) exactly as plain ``from_pretrained`` would.
 
 transformers 5 memory-maps safetensors when the dtype matches, so ``from_pretrained`` returns
 before most bytes are read; a bar that said 85 % then would lie. The stage therefore has two
@@ -18,7 +21,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .checkpoint import CheckpointInfo
-from .errors import LoadCancelled
+from .errors import LoadCancelled, ShardCorrupt
+from .events import WeightsDetail
+from .i18n import gettext_noop
 
 CHUNK_BYTES = 32 * 1024 * 1024
 MADV_POPULATE_READ = 22  # Linux >= 5.14; elsewhere we touch one byte per page instead
@@ -143,8 +148,47 @@ def populate(address: int, length: int, tensor: Any, offset: int, torch: Any) ->
         start = address & ~(_PAGE - 1)
         if _libc.madvise(start, address + length - start, MADV_POPULATE_READ) == 0:
             return
+        if ctypes.get_errno() == 14:  # EFAULT: past the end of a shard truncated under us; touching would SIGBUS
+            raise ShardCorrupt(gettext_noop("가중치 파일이 로드 중에 잘렸습니다"), f"page-in failed at {address:#x}")
     flat = tensor.detach().reshape(-1).view(torch.uint8)
     flat[offset : offset + length : _PAGE].sum()
+
+
+def load_observed(
+    info: CheckpointInfo, request: Any, model_cls: Any, dtype_arg: Any, target: str, converting: bool,
+    detail: WeightsDetail, report: Callable[[float], None], cancel: threading.Event, set_hook: Callable[[Any], Any],
+) -> Any:  # fmt: skip
+    """transformers' own ``from_pretrained``, observed per tensor through its tqdm hook."""
+
+    def emit() -> None:
+        detail.shard, detail.bytes_done = tracker.shard, tracker.bytes_done
+        detail.bytes_per_s, detail.eta_s = tracker.rate_and_eta()
+        report(tracker.fraction)
+
+    pass1_share = 1.0 if target != "cpu" else 0.9 if converting else 0.1
+    tracker = WeightsTracker(info, pass1_share, emit, cancel, request.read_limit_bps)
+
+    def hook(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if kwargs.get("desc") == "Loading weights" and args:
+            return tracker.observe(args[0])
+        return factory(*args, **kwargs)
+
+    previous = set_hook(hook)
+    try:
+        # On an accelerator transformers copies each tensor straight to the device inside the
+        # observed loop (on MPS through safetensors' pread backend), so pass 1 carries the progress;
+        # on CPU the tensors stay memory-mapped until paged in.
+        model = model_cls.from_pretrained(
+            str(request.path), dtype=dtype_arg, trust_remote_code=request.allow_remote_code,
+            device_map=None if target == "cpu" else target,
+        )  # fmt: skip
+    finally:
+        set_hook(previous)
+    tracker.finish_pass1()
+    if target == "cpu":
+        tracker.page_in(model)
+    emit()
+    return model
 
 
 def move_to_device(model: Any, device: str, on_bytes: Callable[[int, int], None], cancel: threading.Event) -> None:

@@ -10,10 +10,15 @@
     box: $("progress-box"), icon: $("progress-icon"), title: $("progress-title"), message: $("progress-message"),
     fill: $("progress-fill"), percent: $("progress-percent"), detail: $("progress-detail"), stall: $("progress-stall"),
     card: $("metadata-card"), metaName: $("meta-name"), metaList: $("meta-list"), conn: $("connection"),
+    chart: $("stage-chart"), historyBody: $("history-body"), historyEmpty: $("history-empty"),
   };
+  const HISTORY_ROWS = 10;
+  const BEFORE_BYTES = ["preparing", "tokenizer", "config"];
   let state = JSON.parse(document.getElementById("initial-state").textContent) || { job: null, loaded: null };
   let shown = { id: null, percent: 0 };
   let modelsLoaded = false;
+  let history = [];  // job snapshots, newest first
+  let syncedJob = null;  // the running job whose options the selectors show
 
   function csrf() {
     const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
@@ -32,8 +37,17 @@
     s = Math.round(s);
     return s >= 60 ? Math.floor(s / 60) + "m " + (s % 60) + "s" : s + "s";
   }
+  function shardCount(n) {
+    return (n === 1 ? T.shardsOne : T.shardsOther).replace("{n}", String(n));
+  }
+  // Messages are said in this page's language, whoever started the load and in whichever language.
+  function errorText(job) {
+    const e = job.error;
+    if (!e) return "";
+    return (e.text && e.text[window.MACTUNER_LANG]) || e.message;
+  }
   function stageMessage(job) {
-    if (window.MACTUNER_LANG === "en" && T.stages[job.stage]) return T.stages[job.stage];
+    if (T.stages[job.stage]) return T.stages[job.stage];
     return job.message || T.stages[job.stage] || "";
   }
   function notice(text) { els.notice.textContent = text || ""; els.notice.hidden = !text; }
@@ -45,6 +59,8 @@
     els.model.disabled = active; els.device.disabled = active; els.dtype.disabled = active;
     els.cancel.disabled = !active || job.cancel_requested;
     els.unload.disabled = active || !state.loaded;
+    if (active) syncSelectors(job);
+    if (job) upsertHistory(job);
     renderBox(job);
     renderCard(state.loaded);
   }
@@ -66,9 +82,14 @@
       detail = T.shard + " " + d.shard + "/" + d.shards + " · " + fmtBytes(d.bytes_done) + " / " + fmtBytes(d.bytes_total);
       if (d.bytes_per_s) detail += " · " + (d.bytes_per_s / 1e6).toFixed(0) + " MB/s";
       if (d.eta_s !== null && d.eta_s !== undefined && job.stage === "weights") detail += " · " + T.eta + " " + fmtSecs(d.eta_s);
+    } else if (job.active && BEFORE_BYTES.includes(job.stage) && job.expected_total_s) {
+      // Before any byte is read the measured rate says nothing: earlier loads of this model do.
+      const began = Date.parse(job.started_at || job.created_at || "") || Date.now();
+      detail = T.etaHistory + " ~" + fmtSecs(job.expected_total_s - (Date.now() - began) / 1000);
     } else if (job.state === "succeeded" && job.timings && job.timings.total !== undefined) {
       detail = fmtSecs(job.timings.total) + " · " + job.model;
     }
+    renderChart(els.chart, job.state === "succeeded" ? job.timings : null);
     els.detail.textContent = detail;
     els.stall.hidden = !(job.active && job.stalled);
     if (job.active) {
@@ -77,12 +98,88 @@
     } else if (job.state === "succeeded") {
       els.icon.textContent = ""; els.title.textContent = T.done; els.message.textContent = job.model;
     } else if (job.state === "cancelled") {
-      els.icon.textContent = ""; els.title.textContent = T.cancelled; els.message.textContent = job.model;
+      els.icon.textContent = ""; els.title.textContent = T.cancelled;
+      els.message.textContent = job.error ? job.model + " — " + errorText(job) : job.model;  // e.g. abandoned
     } else {
       els.icon.textContent = "";
-      els.title.textContent = T.error + " " + (job.error ? job.error.message : T.interrupted);
+      els.title.textContent = T.error + " " + (job.error ? errorText(job) : T.interrupted);
       els.message.textContent = job.model;
     }
+  }
+
+  // A tab that opens mid-load shows what is loading, not its own defaults.
+  function syncSelectors(job) {
+    if (job.id === "pending" || syncedJob === job.id) return;
+    const has = (sel, v) => Array.from(sel.options).some((o) => o.value === v);
+    if (has(els.device, job.device_requested)) els.device.value = job.device_requested;
+    if (has(els.dtype, job.dtype_requested)) els.dtype.value = job.dtype_requested;
+    if (!modelsLoaded) return;  // loadModels() calls render() again once the options exist
+    if (has(els.model, job.model)) els.model.value = job.model;
+    syncedJob = job.id;
+  }
+
+  function renderChart(el, timings) {
+    const stages = Object.keys(T.stageNames).filter((s) => typeof (timings || {})[s] === "number");
+    const whole = stages.reduce((sum, s) => sum + timings[s], 0);
+    el.hidden = !(whole > 0);
+    if (el.hidden) { el.replaceChildren(); return; }
+    const bar = document.createElement("div"); bar.className = "stage-bar";
+    const legend = document.createElement("ul"); legend.className = "stage-legend";
+    for (const s of stages) {
+      const label = T.stageNames[s] + " " + fmtSecs(timings[s]);
+      const seg = document.createElement("div");
+      seg.className = "seg seg-" + s; seg.style.width = (100 * timings[s] / whole).toFixed(2) + "%"; seg.title = label;
+      bar.append(seg);
+      const li = document.createElement("li"); li.dataset.stage = s;
+      const sw = document.createElement("span"); sw.className = "swatch seg-" + s;
+      li.append(sw, document.createTextNode(label));
+      legend.append(li);
+    }
+    el.replaceChildren(bar, legend);
+  }
+
+  // A failed or cancelled load has no measured total: its wall time is what the user waited.
+  function totalSeconds(job) {
+    if (job.timings && typeof job.timings.total === "number") return job.timings.total;
+    const began = Date.parse(job.started_at || ""), ended = Date.parse(job.finished_at || "");
+    return began && ended ? (ended - began) / 1000 : null;
+  }
+
+  function upsertHistory(job) {
+    if (typeof job.id !== "number") return;
+    history = [job, ...history.filter((j) => j.id !== job.id)].sort((a, b) => b.id - a.id).slice(0, HISTORY_ROWS);
+    renderHistory();
+  }
+
+  function renderHistory() {
+    els.historyEmpty.hidden = history.length > 0;
+    els.historyBody.replaceChildren(...history.map((job) => {
+      const d = job.detail || {}, t = job.timings || {};
+      const cells = [
+        job.model,
+        T.sources[job.source] || job.source,
+        T.states[job.state] || job.state,
+        job.active ? "—" : fmtSecs(totalSeconds(job)) || "—",
+        d.bytes_per_s ? (d.bytes_per_s / 1e6).toFixed(0) + " MB/s" : "—",
+        T.cache[d.cache] || "—",
+      ];
+      const tr = document.createElement("tr");
+      tr.dataset.jobId = String(job.id); tr.className = "state-" + job.state;
+      for (const text of cells) { const td = document.createElement("td"); td.textContent = text; tr.append(td); }
+      return tr;
+    }));
+  }
+
+  async function loadHistory() {
+    try {
+      const res = await fetch("/api/jobs?limit=" + HISTORY_ROWS, { credentials: "same-origin" });
+      const data = await res.json();
+      // Live snapshots may already be newer than this list: keep those.
+      const known = new Map(history.map((j) => [j.id, j]));
+      for (const job of data.jobs || []) if (!known.has(job.id)) history.push(job);
+      history.sort((a, b) => b.id - a.id); history = history.slice(0, HISTORY_ROWS);
+      renderHistory();
+    } catch (e) { /* the panel stays as the snapshots fill it */ }
   }
 
   function renderCard(loaded) {
@@ -127,11 +224,17 @@
       els.model.replaceChildren(...data.models.map((m) => {
         const o = document.createElement("option");
         o.value = m.name;
-        o.textContent = m.name + " (" + fmtBytes(m.size_bytes) + ", " + m.shards + " " + T.shard + ")";
+        o.textContent = m.name + " (" + fmtBytes(m.size_bytes) + ", " + shardCount(m.shards) + ")";
+        if (m.problem) {  // offered with its reason: loading it says the same, in full
+          o.textContent += " ⚠ " + m.problem;
+          o.title = m.problem;
+          o.className = "has-problem";
+        }
         return o;
       }));
       if (!data.models.length) els.model.replaceChildren(new Option(T.noModels, ""));
       if (current && data.models.some((m) => m.name === current)) els.model.value = current;
+      syncedJob = null;  // the options exist now: show the running job's model
       modelsLoaded = true;
     } catch (e) { notice(String(e)); }
     render();
@@ -183,6 +286,11 @@
   }
   render();
   loadModels();
+  loadHistory();
   connect();
-  window.MACtuner = { get state() { return state; }, get modelsLoaded() { return modelsLoaded; } };
+  // The history-based ETA counts down between snapshots (a stage may send none for seconds).
+  setInterval(() => { if (state.job && state.job.active && BEFORE_BYTES.includes(state.job.stage)) renderBox(state.job); }, 1000);
+  window.MACtuner = {
+    get state() { return state; }, get modelsLoaded() { return modelsLoaded; }, get history() { return history; },
+  };
 })();

@@ -10,21 +10,27 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
+from django.utils import translation
+from django.utils.translation import gettext
 
 from loader import services
-from loader.catalog import find_model, list_models
+from loader.catalog import describe_all, find_model
 from loader.events import publisher
+from loader.i18n import here, in_lang
 from loader.pipeline.device import DEVICES, DTYPES
-from loader.pipeline.events import ProgressEvent, Stage
+from loader.pipeline.events import ProgressEvent
+from loader.pipeline.i18n import gettext_noop
 from loader.pipeline.resolve import warm_imports
 from loader.process import IDENTITY
 from loader.runner import execute_job
 from loader.selectors import job_active, loader_state
+from loader.terminal import LoadBars
 
 
 def default_lang() -> str:
@@ -36,39 +42,21 @@ def default_lang() -> str:
     return "ko"
 
 
+class _Interrupted(Exception):
+    """Ctrl-C or SIGTERM before our job exists."""
+
+
 class Bars:
-    """An overall bar with the stage message and a bytes bar for the weights, as on stderr."""
+    """The overall bar with the stage message and the bytes bar, on stderr (shared with the server)."""
 
     def __init__(self, stream: Any) -> None:
-        from tqdm import tqdm
-
-        self.tqdm, self.stream = tqdm, stream
-        self.overall = tqdm(
-            total=100, desc="준비 중...", file=stream, bar_format="{desc:<24} {percentage:3.0f}%|{bar}| [{elapsed}]"
-        )
-        self.weights: Any = None
+        self.bars = LoadBars(stream)
 
     def __call__(self, event: ProgressEvent) -> None:
-        self.overall.set_description_str(event.message, refresh=False)
-        self.overall.update(max(event.percent - self.overall.n, 0))
-        d = event.detail
-        if event.stage is Stage.WEIGHTS and d.bytes_total:
-            if self.weights is None:
-                self.weights = self.tqdm(
-                    total=d.bytes_total,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1000,
-                    file=self.stream,
-                    desc="Loading checkpoint shards",
-                )
-            self.weights.set_postfix_str(f"shard {d.shard}/{d.shards}", refresh=False)
-            self.weights.update(max(d.bytes_done - self.weights.n, 0))
+        self.bars.update(event.stage.value, event.percent, event.message, asdict(event.detail))
 
     def close(self) -> None:
-        if self.weights is not None:
-            self.weights.close()
-        self.overall.close()
+        self.bars.close()
 
 
 class Command(BaseCommand):
@@ -80,29 +68,63 @@ class Command(BaseCommand):
         parser.add_argument("--dtype", default="auto", choices=DTYPES)
         parser.add_argument("--json", action="store_true", help="print the final snapshot as JSON on stdout")
         parser.add_argument("--list", action="store_true", help="list the models the dashboard offers")
+        parser.add_argument("--merge", action="store_true", help="merge a PEFT adapter into its base model")
         parser.add_argument(
             "--lang", choices=("ko", "en"), default=default_lang(), help="message language (default: from LANG)"
         )
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        IDENTITY.serving = False  # the model we load dies with this process: never advertise it
+        serving, IDENTITY.serving = IDENTITY.serving, False  # our model dies with us: never advertise it
+        cancel = threading.Event()
+        started: list[bool] = []
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if not started:  # no job yet (warming up): nothing to record, leave at once
+                raise _Interrupted()
+            cancel.set()  # our own job: the signal is the cancel, no need to go through the row
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with translation.override(opts["lang"]):  # messages in the terminal's language
+                self._handle(opts, cancel, started)
+        except _Interrupted:
+            self.stderr.write(gettext("로드가 취소되었습니다."))
+            sys.exit(130)
+        except CommandError as refused:
+            if opts["json"]:  # scripts read stdout: a refusal is JSON there too
+                self.stdout.write(json.dumps({"error": str(refused), "exit": refused.returncode}, ensure_ascii=False))
+            raise
+        finally:
+            IDENTITY.serving = serving
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _handle(self, opts: dict[str, Any], cancel: threading.Event, started: list[bool]) -> None:
         if opts["list"]:
-            for listed in list_models():
-                info = listed.describe()
+            for info in describe_all():
+                extra = [f"step {info['step']}"] if info["step"] is not None else []
+                if info["adapter"]:
+                    extra.append(
+                        f"{info['adapter']['type']} r={info['adapter']['rank']} base={info['adapter']['base']}"
+                    )
+                if info["problem"]:
+                    extra.append(f"⚠ {info['problem']}")
                 self.stdout.write(
                     f"{info['name']}\t{info['size_bytes'] / 1e6:.1f} MB\t{info['shards']} shard(s)\t{info['architecture']}"
+                    + "".join(f"\t{e}" for e in extra)
                 )
             return
         if not opts["model"]:
-            raise CommandError("모델 이름이나 폴더 경로를 지정하세요 (목록: loadmodel --list).", returncode=2)
+            raise CommandError(gettext("모델 이름이나 폴더 경로를 지정하세요 (목록: loadmodel --list)."), returncode=2)
         entry = find_model(opts["model"])
         path = entry.path if entry else Path(opts["model"]).expanduser().resolve()
         name = entry.name if entry else path.name
         if entry is None and not path.exists():
-            raise CommandError(f"모델을 찾을 수 없습니다: {opts['model']} (목록: loadmodel --list)", returncode=2)
+            message = gettext_noop("모델을 찾을 수 없습니다: {name} (목록: loadmodel --list)", name=opts["model"])
+            raise CommandError(here(message), returncode=2)
         services.job_reap()
         if (active := job_active()) is not None:  # refuse at once, before the slow imports
-            raise CommandError(str(services.JobBusy(active)), returncode=2)
+            raise CommandError(here(services.JobBusy(active).message), returncode=2)
         warm_imports()  # before the job exists: viewers should not watch a 4 s import as "preparing"
         try:
             job = services.job_start(
@@ -112,22 +134,16 @@ class Command(BaseCommand):
                 dtype=opts["dtype"],
                 source="cli",
                 lang=opts["lang"],
+                merge=opts["merge"],
             )
         except services.JobBusy as busy:
-            raise CommandError(str(busy), returncode=2) from None
-        cancel = threading.Event()
-
-        def on_signal(signum: int, frame: Any) -> None:
-            cancel.set()  # our own job: the signal is the cancel, no need to go through the row
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+            raise CommandError(here(busy.message), returncode=2) from None
+        started.append(True)  # from here a signal cancels the job (recorded), it no longer exits
         bars = Bars(sys.stderr)
         try:
             job = execute_job(job, cancel, listener=bars)
         finally:
             bars.close()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
         publisher.flush()  # the final snapshot must reach Redis before this process exits
         state = loader_state(job=job)
         if opts["json"]:
@@ -136,12 +152,14 @@ class Command(BaseCommand):
         if job.state == "succeeded":
             self.stderr.write(
                 self.style.SUCCESS(
-                    f"✅ 모델 로드 완료! {name} ({job.device}, {job.dtype}, {job.timings.get('total', 0):.2f}s)"
+                    f"{gettext('✅ 모델 로드 완료!')} {name} ({job.device}, {job.dtype}, {job.timings.get('total', 0):.2f}s)"
                 )
             )
             return
         if job.state == "cancelled":
-            self.stderr.write("로드가 취소되었습니다.")
+            self.stderr.write(gettext("로드가 취소되었습니다."))
             sys.exit(130)
-        self.stderr.write(self.style.ERROR(f"❌ 오류: {job.error_message}"))
+        saved = job.error_params or {}
+        error = in_lang(saved.get("template") or job.error_message, saved.get("params") or {}, opts["lang"])
+        self.stderr.write(self.style.ERROR(f"{gettext('❌ 오류:')} {error}"))
         sys.exit(1)

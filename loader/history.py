@@ -1,0 +1,61 @@
+"""Looking back at loads: the ETA a model's earlier loads predict, and the names every view shows.
+
+The labels are the page's own words (the same msgids as templates/loader/page.html), so the
+admin and the dashboard cannot drift apart in either language.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+
+from .models import LoadJob
+
+HISTORY_SAMPLES = 5
+CHART_STAGES = ("preparing", "tokenizer", "config", "weights", "device", "metadata")
+
+STAGE_LABELS = {
+    "preparing": _("준비"),
+    "tokenizer": _("토크나이저"),
+    "config": _("모델 구성"),
+    "weights": _("가중치"),
+    "device": _("장치 이동"),
+    "metadata": _("메타데이터"),
+    "done": _("완료"),
+}
+STATE_LABELS = {
+    "queued": _("대기 중"),
+    "running": _("진행 중"),
+    "succeeded": _("성공"),
+    "failed": _("실패"),
+    "cancelled": _("취소됨"),
+    "interrupted": _("중단됨"),
+}
+SOURCE_LABELS = {"web": _("웹"), "cli": _("CLI")}
+CACHE_LABELS = {"hot": _("핫"), "cold": _("콜드"), "mixed": _("혼합")}
+
+
+def expected_total_seconds(model_name: str) -> float | None:
+    """Median total of this model's last succeeded loads: the ETA before any byte is read."""
+    rows = (
+        LoadJob.objects.filter(model_name=model_name, state=LoadJob.State.SUCCEEDED)
+        .order_by("-id")
+        .values_list("timings", flat=True)[:HISTORY_SAMPLES]
+    )
+    totals = [float(t["total"]) for t in rows if isinstance(t, dict) and isinstance(t.get("total"), int | float)]
+    return round(statistics.median(totals), 3) if totals else None
+
+
+def stage_segments(timings: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The stacked bar's segments: each finished stage's share of the summed stage times."""
+    timings = timings or {}
+    pairs = [(s, float(timings[s])) for s in CHART_STAGES if isinstance(timings.get(s), int | float)]
+    whole = sum(seconds for _stage, seconds in pairs)
+    if whole <= 0:
+        return []
+    return [
+        {"stage": s, "label": STAGE_LABELS[s], "seconds": seconds, "percent": round(100 * seconds / whole, 2)}
+        for s, seconds in pairs
+    ]

@@ -1,0 +1,255 @@
+"""Reads a checkpoint's shards in file order with several reads in flight, counting landed bytes.
+
+``Stream`` owns the reader threads, the cancel/stop checks between chunks, the optional read-rate
+cap (``MACTUNER_READ_LIMIT_MBPS``) and the byte count the bar shows; ``CpuStream`` lands the bytes
+in private mappings of the shards (see engine.py for why). It starts when the load starts, so the
+reads overlap the tokenizer, config and model-skeleton stages; the weights stage then credits what
+already landed. A truncated shard or one that vanishes or is replaced during the load becomes a
+typed error, and ``close`` joins every thread (each is at most one chunk from a stop check).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import os
+import threading
+import time
+from typing import Any
+
+from .engine import Shard
+from .errors import LoadError, ShardCorrupt, ShardMissing
+from .i18n import gettext_noop
+
+CHUNK = 16 << 20
+PAGE = mmap.PAGESIZE
+MADV_POPULATE_READ = 22
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+
+
+def _address(mm: mmap.mmap) -> tuple[int, Any]:
+    anchor = ctypes.c_char.from_buffer(mm)  # keeps the export alive as long as the caller holds it
+    return ctypes.addressof(anchor), anchor
+
+
+def resident_fraction(address: int, length: int) -> float | None:
+    """Share of a mapping's pages already in the page cache (mincore: no read, no fault)."""
+    start = address & ~(PAGE - 1)
+    pages = (address + length - start + PAGE - 1) // PAGE
+    if pages <= 0:
+        return None
+    vec = (ctypes.c_ubyte * pages)()
+    if _libc.mincore(start, address + length - start, vec) != 0:
+        return None
+    return (pages - bytes(vec).count(0)) / pages  # Linux sets only bit 0; counted in C, not per page
+
+
+def cache_state(fractions: list[tuple[float | None, int]]) -> str:
+    known = [(f, n) for f, n in fractions if f is not None]
+    if not known:
+        return "unknown"
+    share = sum(f * n for f, n in known) / max(sum(n for _, n in known), 1)
+    return "hot" if share >= 0.9 else "cold" if share <= 0.1 else "mixed"
+
+
+class Stream:
+    threads = 4
+
+    def __init__(self, shards: list[Shard], cancel: threading.Event, read_limit_bps: float = 0.0) -> None:
+        self.shards = shards
+        self.cancel = cancel
+        self.limit = read_limit_bps
+        chunk = CHUNK if read_limit_bps <= 0 else max(1 << 20, min(CHUNK, int(read_limit_bps / 40)))
+        self.chunks = [
+            (k, off, min(chunk, s.data_len - off)) for k, s in enumerate(shards) for off in range(0, s.data_len, chunk)
+        ]
+        self.total = sum(s.data_len for s in shards)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.finished = threading.Event()
+        self.opened = threading.Event()  # files open, destination memory ready: buffers() may be called
+        self.next = 0
+        self.issued = 0
+        self._landed = 0
+        self.shard = 1 if shards else 0
+        self.error: LoadError | None = None
+        self.open_s = 0.0  # files opened, destination memory ready (benchmarks print it)
+        self.cache = "unknown"
+        self.fds: list[int] = []
+        self.started = time.monotonic()
+        self._thread: threading.Thread | None = None
+
+    # lifecycle -------------------------------------------------------------------------------
+    def start(self) -> Stream:
+        self._thread = threading.Thread(target=self._run, name="weights-stream", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            t0 = time.monotonic()
+            self.fds = [os.open(s.path, os.O_RDONLY) for s in self.shards]
+            for shard, fd in zip(self.shards, self.fds, strict=True):
+                if (size := os.fstat(fd).st_size) < shard.data_start + shard.data_len:
+                    raise self.truncated(shard, f"{size} bytes, needs {shard.data_start + shard.data_len}")
+            self.open()
+            self.open_s = time.monotonic() - t0
+            self.opened.set()
+            workers = [threading.Thread(target=self._work, daemon=True) for _ in range(self.threads)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            if self.error is None and not self.stop.is_set():
+                self.drain()
+                self.verify()
+        except BaseException as exc:  # noqa: BLE001 - reported to the loading thread as a typed error
+            self._fail(exc)
+        finally:
+            self.finished.set()
+
+    def close(self) -> None:
+        """Stop the readers, wait for them, close files and drop every buffer this stream holds."""
+        self.stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+        self.release()
+
+    # progress --------------------------------------------------------------------------------
+    @property
+    def landed(self) -> int:
+        return self._landed
+
+    @property
+    def done(self) -> bool:
+        return self.finished.is_set()
+
+    # readers ---------------------------------------------------------------------------------
+    def _work(self) -> None:
+        try:
+            while not self.stop.is_set() and not self.cancel.is_set():
+                with self.lock:
+                    if self.next >= len(self.chunks):
+                        return
+                    k, off, n = self.chunks[self.next]
+                    self.next += 1
+                    self.issued += n
+                    due = self.started + self.issued / self.limit if self.limit > 0 else 0.0
+                    self.shard = max(self.shard, k + 1)
+                while (wait := due - time.monotonic()) > 0:  # the rate cap, waking to see a stop
+                    if self.stop.is_set() or self.cancel.is_set():
+                        return
+                    time.sleep(min(wait, 0.05))
+                self.read(k, off, n)
+                self.credit(n)
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(exc)
+
+    def credit(self, n: int) -> None:
+        with self.lock:
+            self._landed += n
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = self.typed(exc)
+        self.stop.set()
+
+    def typed(self, exc: BaseException) -> LoadError:
+        if isinstance(exc, LoadError):
+            return exc
+        if isinstance(exc, FileNotFoundError):
+            name = os.path.basename(exc.filename or "") or "?"
+            return ShardMissing(gettext_noop("샤드 파일이 로드 중에 사라졌습니다: {name}", name=name), repr(exc))
+        return ShardCorrupt(gettext_noop("가중치 파일을 읽을 수 없습니다: {value}", value=exc), repr(exc))
+
+    def truncated(self, shard: Shard, detail: str) -> ShardCorrupt:
+        return ShardCorrupt(
+            gettext_noop("가중치 파일이 로드 중에 잘렸습니다: {name}", name=shard.path.name), f"{shard.path}: {detail}"
+        )
+
+    def verify(self) -> None:
+        """Every shard still on disk, the same file, whole: else the landed bytes are not the model."""
+        for shard, fd in zip(self.shards, self.fds, strict=True):
+            try:
+                now = os.stat(shard.path)
+            except FileNotFoundError as exc:
+                raise ShardMissing(
+                    gettext_noop("샤드 파일이 로드 중에 사라졌습니다: {name}", name=shard.path.name), repr(exc)
+                ) from exc
+            held = os.fstat(fd)
+            if (now.st_ino, now.st_dev) != (held.st_ino, held.st_dev):
+                raise ShardMissing(
+                    gettext_noop("샤드 파일이 로드 중에 바뀌었습니다: {name}", name=shard.path.name),
+                    f"{shard.path} replaced",
+                )
+            if held.st_size < shard.data_start + shard.data_len:
+                raise self.truncated(shard, f"{held.st_size} bytes, needs {shard.data_start + shard.data_len}")
+
+    # per device ------------------------------------------------------------------------------
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def read(self, k: int, off: int, n: int) -> None:
+        raise NotImplementedError
+
+    def drain(self) -> None:
+        """Wait for work still in flight after the reads (async copies)."""
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def buffers(self) -> list[Any]:
+        raise NotImplementedError
+
+
+class CpuStream(Stream):
+    """Private (copy-on-write) mappings of each shard, paged in with MADV_POPULATE_READ."""
+
+    def open(self) -> None:
+        self.maps = [mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE) for fd in self.fds]
+        self.anchors = [_address(m) for m in self.maps]
+        self.cache = cache_state(
+            [
+                (resident_fraction(a + s.data_start, s.data_len), s.data_len)
+                for (a, _), s in zip(self.anchors, self.shards, strict=True)
+            ]
+        )
+
+    def read(self, k: int, off: int, n: int) -> None:
+        shard = self.shards[k]
+        address = self.anchors[k][0] + shard.data_start + off
+        start = address & ~(PAGE - 1)
+        if _libc.madvise(start, address + n - start, MADV_POPULATE_READ) == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EFAULT:  # pages past the end of the file: it was truncated under us
+            raise self.truncated(shard, f"page-in failed at offset {shard.data_start + off}")
+        if err != errno.EINVAL:
+            raise ShardCorrupt(
+                gettext_noop("가중치 파일을 읽을 수 없습니다: {name}", name=shard.path.name), os.strerror(err)
+            )
+        # Kernel before 5.14: read the bytes positionally instead (the file's size is checked first,
+        # since touching a mapped page past the end would kill the process).
+        if os.fstat(self.fds[k]).st_size < shard.data_start + off + n:
+            raise self.truncated(shard, "shorter than its header says")
+        os.pread(self.fds[k], n, shard.data_start + off)
+
+    def buffers(self) -> list[Any]:
+        import torch
+
+        out = []
+        for m, s in zip(self.maps, self.shards, strict=True):
+            whole = torch.frombuffer(m, dtype=torch.uint8) if len(m) else torch.empty(0, dtype=torch.uint8)
+            out.append(whole[s.data_start : s.data_start + s.data_len])
+        return out
+
+    def release(self) -> None:
+        # The model's tensors keep their mappings alive; ours go, and a mapping nobody uses is unmapped.
+        self.anchors = []
+        self.maps = []

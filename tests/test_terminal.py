@@ -1,0 +1,201 @@
+"""The server's terminal shows every load with the CLI's bars (FAQ Q10), read through a real pty."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import logging
+import os
+import re
+import struct
+import subprocess
+import termios
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tqdm import tqdm
+
+from loader.terminal import TerminalBars
+
+from .conftest import PYTHON, ROOT, Api, SocketWatcher, free_port, migrate, server_env, wait_port
+
+STAGES = ("preparing", "tokenizer", "config", "weights", "device", "metadata")
+
+
+class PtyServer:
+    """daphne with a pseudo-terminal as stdout/stderr, as when a user runs it in a terminal."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "mactuner_site.asgi:application"],
+            cwd=ROOT, env=env, stdout=slave, stderr=slave, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        os.close(slave)
+        self.master, self.chunks = master, bytearray()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        wait_port(self.port)
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError):  # EIO once the server's side closes
+            while data := os.read(self.master, 65536):
+                self.chunks += data
+
+    def output(self) -> str:
+        return bytes(self.chunks).decode(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float = 10) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if re.search(pattern, self.output()):
+                return self.output()
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} never appeared in:\n{self.output()[-3000:]}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.reader.join(5)
+        os.close(self.master)
+
+
+@pytest.fixture
+def pty_server(models_root: Path, tmp_path: Path) -> Iterator[Any]:
+    servers: list[PtyServer] = []
+
+    def make(**extra: str) -> PtyServer:
+        env = server_env(models_root, tmp_path / f"db{len(servers)}.sqlite3", **extra)
+        migrate(env)
+        servers.append(PtyServer(env))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def load(server: PtyServer, model: str) -> dict[str, Any]:
+    api = Api(server)  # type: ignore[arg-type]
+    status, body = api.call("POST", "/api/load", {"model": model, "device": "cpu"})
+    assert status == 202, body
+    return api.wait_idle()["job"]  # type: ignore[return-value]
+
+
+def stage_lines(text: str, job_id: int) -> dict[str, float]:
+    found = re.findall(rf"#{job_id} \S+(?: \S+)? \((\w+)\): (\d+\.\d\d)s", text)
+    return {stage: float(secs) for stage, secs in found}
+
+
+def test_web_load_draws_both_bars_and_logs_each_stage_in_the_server_terminal(pty_server: Any) -> None:
+    server = pty_server(MACTUNER_READ_LIMIT_MBPS="100")  # long enough for several shard redraws
+    job = load(server, "medium")
+    assert job["state"] == "succeeded"
+    text = server.wait_for(rf"✅ 모델 로드 완료! #{job['id']} medium")
+    assert re.search(r"체크포인트 샤드 로드 중\.\.\.\s+\d+%\|", text), "overall bar with the stage message"
+    assert re.search(r"✅ 모델 로드 완료!\s+100%\|", text), "overall bar ends at 100%"
+    shards = {int(k) for k in re.findall(r"Loading checkpoint shards:.*?shard (\d)/4", text)}
+    assert 4 in shards and min(shards) < 4, shards
+    total = tqdm.format_sizeof(job["detail"]["bytes_total"], divisor=1000)
+    assert re.search(rf"Loading checkpoint shards: 100%\|[^|]*\| {re.escape(total)}/{re.escape(total)} ", text)
+    assert set(stage_lines(text, job["id"])) == set(STAGES)
+
+
+def test_bars_off_keeps_the_stage_log_lines(pty_server: Any) -> None:
+    server = pty_server(MACTUNER_TERMINAL_BARS="0")
+    job = load(server, "tiny")
+    text = server.wait_for(rf"✅ 모델 로드 완료! #{job['id']} tiny")
+    assert "Loading checkpoint shards" not in text and "%|" not in text
+    assert set(stage_lines(text, job["id"])) == set(STAGES)
+
+
+def test_cli_load_seen_by_the_server_shows_in_its_terminal_too(
+    pty_server: Any, models_root: Path, tmp_path: Path
+) -> None:
+    server = pty_server()
+    watcher = SocketWatcher(server)  # type: ignore[arg-type]  # the server watches the DB while a page is open
+    try:
+        env = server_env(models_root, tmp_path / "db0.sqlite3", MACTUNER_READ_LIMIT_MBPS="60")
+        cli = subprocess.run(
+            [PYTHON, "manage.py", "loadmodel", "medium", "--device", "cpu"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        watcher.close()
+    assert cli.returncode == 0, cli.stderr
+    assert "Loading checkpoint shards" in cli.stderr and "로드 시작" not in cli.stderr, (
+        "the CLI draws its own bars once"
+    )
+    text = server.wait_for(r"✅ 모델 로드 완료! #1 medium")
+    assert "로드 시작 #1: medium (cli" in text and "Loading checkpoint shards" in text
+    assert re.search(r"✅ 모델 로드 완료!\s+100%\|", text)
+
+
+def snapshot(job_id: int, stage: str, percent: float, timings: dict[str, float], **job: Any) -> dict[str, Any]:
+    detail = {"shard": 0, "shards": 2, "bytes_done": 0, "bytes_total": 2_000_000, "bytes_per_s": 0.0, "eta_s": None}
+    detail.update(job.pop("detail", {}))
+    base = {"id": job_id, "state": "running", "active": True, "model": "m", "source": "web", "owner": {"pid": 1}}
+    return {
+        "type": "snapshot",
+        "job": base
+        | {"stage": stage, "percent": percent, "message": stage, "detail": detail, "timings": timings}
+        | job,
+    }
+
+
+def test_show_turns_a_snapshot_sequence_into_bars_and_lines(caplog: pytest.LogCaptureFixture) -> None:
+    stream = io.StringIO()
+    bars = TerminalBars(stream=stream, enabled=True)
+    caplog.set_level(logging.INFO, logger="loader.terminal")
+    sequence = [
+        snapshot(7, "preparing", 0, {}),
+        snapshot(7, "tokenizer", 5, {"preparing": 0.1}),
+        snapshot(7, "config", 25, {"preparing": 0.1, "tokenizer": 0.2}),
+        snapshot(7, "weights", 40, {"preparing": 0.1, "tokenizer": 0.2, "config": 0.3}, detail={"shard": 1}),
+        snapshot(7, "weights", 60, {"preparing": 0.1, "tokenizer": 0.2, "config": 0.3}, detail={"shard": 1, "bytes_done": 900_000}),
+        # The event that reached the total was throttled away: the next stage still carries it.
+        snapshot(7, "device", 85, {"preparing": 0.1, "tokenizer": 0.2, "config": 0.3, "weights": 1.5}, detail={"shard": 2, "bytes_done": 2_000_000}),
+    ]  # fmt: skip
+    final = {
+        "preparing": 0.1,
+        "tokenizer": 0.2,
+        "config": 0.3,
+        "weights": 1.5,
+        "device": 0.01,
+        "metadata": 0.02,
+        "total": 2.2,
+    }
+    sequence.append(snapshot(7, "done", 100, final, state="succeeded", active=False, device="cpu", dtype="float32"))
+    sequence.append(sequence[-1])  # a repeated final snapshot (e.g. after an unload) adds nothing
+    for state in sequence:
+        bars.show(state)
+    out = stream.getvalue()
+    assert "Loading checkpoint shards: 100%" in out and "2.00M/2.00M " in out and "shard 2/2" in out
+    assert re.search(r"done\s+100%\|", out)
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split("(")[1].split(")")[0] for line in lines if line.startswith("#7 ")] == list(STAGES)
+    assert sum("✅ 모델 로드 완료! #7 m (cpu, float32, 2.20s)" in line for line in lines) == 1
+
+
+def test_show_ignores_jobs_it_did_not_see_run_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    stream = io.StringIO()
+    bars = TerminalBars(stream=stream, enabled=True)
+    caplog.set_level(logging.INFO, logger="loader.terminal")
+    bars.show(snapshot(3, "done", 100, {"total": 1.0}, state="succeeded", active=False))
+    bars.show({"type": "snapshot", "job": None, "loaded": None})
+    bars.show({"type": "snapshot", "job": {"id": 4, "active": True, "percent": "not a number"}})
+    assert stream.getvalue() == "" or "Loading checkpoint shards" not in stream.getvalue()
+    assert not [r for r in caplog.records if "#3" in r.getMessage()]
+    assert any("terminal progress failed" in r.getMessage() for r in caplog.records)
+    bars.show(snapshot(5, "preparing", 0, {}))  # still works for the next job
+    assert any("#5" in r.getMessage() for r in caplog.records)
