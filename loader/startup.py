@@ -69,6 +69,10 @@ async def start_on_this_loop() -> None:
 def schedule_on_daphne() -> None:
     """Under daphne its loop exists (not yet running) when the ASGI module is imported."""
     server = sys.modules.get("daphne.server")
+    if server is not None:
+        from .server_guards import install
+
+        install()  # before daphne builds its factories: limits it has no setting for
     loop = getattr(server, "twisted_loop", None)
     if loop is not None and not loop.is_closed():
         loop.call_soon_threadsafe(lambda: asyncio.ensure_future(start_on_this_loop(), loop=loop))

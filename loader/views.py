@@ -1,4 +1,9 @@
-"""The page and the JSON API: validate, call a service, answer. No business logic here."""
+"""The page and the JSON API: validate, call a service, answer. No business logic here.
+
+The reads (page, models, status, jobs) are async views whose database and file work runs in
+``offloop``'s pools: they answer while a slow sync view or a crowd of sockets keeps Django's one
+sync thread busy. The actions (load, cancel, unload) stay sync.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,11 @@ from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
-from . import processes, runner, services
+from . import catalog_cache, processes, runner, services
 from .access import staff_required
-from .catalog import describe_all, find_model
+from .catalog import find_model
 from .i18n import here
+from .offloop import CATALOG_POOL, off_loop
 from .pipeline.device import DEVICES, DTYPES
 from .pipeline.errors import LoaderBusy
 from .pipeline.i18n import Msg, gettext_noop
@@ -48,36 +54,38 @@ def _json_body(request: HttpRequest) -> dict[str, Any] | JsonResponse:
 @require_GET
 @ensure_csrf_cookie
 @staff_required(api=False)
-def page(request: HttpRequest) -> Any:
-    state = loader_state()
-    return render(
-        request,
-        "loader/page.html",
-        {
-            "initial_state": state,
-            "devices": DEVICES,
-            "dtypes": DTYPES,
-            "stall_seconds": settings.MACTUNER_STALL_SECONDS,
-        },
-    )
+async def page(request: HttpRequest) -> Any:
+    def build() -> Any:
+        return render(
+            request,
+            "loader/page.html",
+            {
+                "initial_state": loader_state(),
+                "devices": DEVICES,
+                "dtypes": DTYPES,
+                "stall_seconds": settings.MACTUNER_STALL_SECONDS,
+            },
+        )
+
+    return await off_loop(build)
 
 
 @require_GET
 @staff_required(api=True)
-def models(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"models": describe_all()})
+async def models(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"models": await off_loop(catalog_cache.cache.described, pool=CATALOG_POOL)})
 
 
 @require_GET
 @staff_required(api=True)
-def status(request: HttpRequest) -> JsonResponse:
-    state = loader_state()
+async def status(request: HttpRequest) -> JsonResponse:
+    state = await off_loop(loader_state)
     return JsonResponse({"job": state["job"], "loaded": state["loaded"], "held": state["held"]})
 
 
 @require_GET
 @staff_required(api=True)
-def jobs(request: HttpRequest) -> JsonResponse:
+async def jobs(request: HttpRequest) -> JsonResponse:
     raw = request.GET.get("limit", str(JOBS_DEFAULT))
     try:
         limit = int(raw)
@@ -88,7 +96,7 @@ def jobs(request: HttpRequest) -> JsonResponse:
             400,
             gettext_noop("'limit'은 1에서 {most} 사이의 정수여야 합니다: {value}", most=JOBS_MAX, value=repr(raw[:20])),
         )
-    return JsonResponse({"jobs": [job_snapshot(job) for job in job_list(limit=limit)]})
+    return JsonResponse({"jobs": await off_loop(lambda: [job_snapshot(job) for job in job_list(limit=limit)])})
 
 
 @require_POST
