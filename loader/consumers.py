@@ -229,7 +229,7 @@ class LoaderConsumer(AsyncWebsocketConsumer):
             return
         try:
             content = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # garbage, or nesting deep enough to exhaust the stack
             return
         # The socket is read-only; a client may ask for the state again (e.g. after sleep).
         if isinstance(content, dict) and content.get("type") == "refresh" and self.ready:

@@ -8,6 +8,7 @@ sync thread busy. The actions (load, cancel, unload) stay sync.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from django.conf import settings
@@ -73,7 +74,11 @@ async def page(request: HttpRequest) -> Any:
 @require_GET
 @staff_required(api=True)
 async def models(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"models": await off_loop(catalog_cache.cache.described, pool=CATALOG_POOL)})
+    described = await off_loop(catalog_cache.cache.described, pool=CATALOG_POOL)
+    # A problem is a message template: say it in this request's language.
+    return JsonResponse(
+        {"models": [m | {"problem": here(m["problem"]) if m.get("problem") else None} for m in described]}
+    )
 
 
 @require_GET
@@ -86,11 +91,10 @@ async def status(request: HttpRequest) -> JsonResponse:
 @require_GET
 @staff_required(api=True)
 async def jobs(request: HttpRequest) -> JsonResponse:
-    raw = request.GET.get("limit", str(JOBS_DEFAULT))
-    try:
-        limit = int(raw)
-    except ValueError:
-        limit = 0
+    values = request.GET.getlist("limit") or [str(JOBS_DEFAULT)]
+    raw = values[-1]
+    # Plain ASCII digits, given once: int() would also take " 5", "1_0", "+7" or "٣".
+    limit = int(raw) if len(values) == 1 and re.fullmatch(r"[0-9]{1,3}", raw) else 0
     if not 1 <= limit <= JOBS_MAX:
         return _error(
             400,

@@ -126,3 +126,15 @@ def test_api_refusals_answer_in_the_requests_language(client: Client) -> None:
 def test_a_template_with_parameters_is_said_in_both_languages() -> None:
     said = both("모델 목록에 없는 이름입니다: {name}", {"name": "'x'"})
     assert said == {"ko": "모델 목록에 없는 이름입니다: 'x'", "en": "Not a name from the model list: 'x'"}
+
+
+@pytest.mark.django_db
+def test_a_model_lists_problem_is_said_in_the_requests_language(client: Client, settings: Any, tmp_path: Path) -> None:
+    gguf = tmp_path / "models" / "llama-q4"
+    gguf.mkdir(parents=True)
+    (gguf / "model.gguf").write_bytes(b"GGUF" + b"\0" * 64)
+    settings.MACTUNER_MODELS_DIR = tmp_path / "models"
+    for lang, korean in (("en", False), ("ko", True)):
+        models = client.get("/api/models", HTTP_ACCEPT_LANGUAGE=lang).json()["models"]
+        problem = next(m for m in models if m["name"] == "llama-q4")["problem"]
+        assert "GGUF" in problem and bool(HANGUL.search(problem)) is korean, problem

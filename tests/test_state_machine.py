@@ -108,9 +108,10 @@ def test_jobs_endpoint_lists_newest_first_in_the_snapshot_shape(client: Client) 
     assert [j["id"] for j in body["jobs"]] == ids[::-1][:2]
     assert body["jobs"][0] == json.loads(json.dumps(job_snapshot(LoadJob.objects.get(pk=ids[-1]))))
     assert set(body["jobs"][0]) == set(client.get("/api/status").json()["job"])
-    for bad in ("0", "101", "x", "-1", "2.5"):
-        res = client.get(f"/api/jobs?limit={bad}")
-        assert res.status_code == 400 and "limit" in res.json()["error"]
+    for bad in ("0", "101", "x", "-1", "2.5", "1_0", "+7", " 5", "٣", "５"):
+        res = client.get("/api/jobs", {"limit": bad})
+        assert res.status_code == 400 and "limit" in res.json()["error"], bad
+    assert client.get("/api/jobs?limit=abc&limit=5").status_code == 400, "a repeated limit is ambiguous"
     assert len(client.get("/api/jobs").json()["jobs"]) == 3
 
 
