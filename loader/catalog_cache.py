@@ -41,7 +41,23 @@ def _stat_key(path: str) -> tuple[int, int, int] | None:
     return (st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
-def _root_key(root: Path) -> tuple[Any, ...]:
+# Files whose edits change what the list says about a folder (a Trainer's step, an adapter's base).
+DESCRIBING = ("config.json", "trainer_state.json", "adapter_config.json")
+
+
+def _nested_key(path: str, depth: int) -> tuple[Any, ...]:
+    """One level further (``run/checkpoint-N``, ``org/name``): the files that describe each child."""
+    if depth <= 0 or not os.path.isdir(path) or os.path.islink(path):
+        return ()
+    try:
+        with os.scandir(path) as it:
+            children = sorted(e.path for e in it if e.is_dir(follow_symlinks=False))[:500]
+    except OSError:
+        return ()
+    return tuple((os.path.basename(c), *(_stat_key(os.path.join(c, f)) for f in DESCRIBING)) for c in children)
+
+
+def _root_key(root: Path, depth: int = 1) -> tuple[Any, ...]:
     entries: list[tuple[Any, ...]] = []
     try:
         with os.scandir(root) as it:
@@ -52,6 +68,7 @@ def _root_key(root: Path) -> tuple[Any, ...]:
                     continue
                 entries.append(
                     (entry.name, st.st_mtime_ns, st.st_ctime_ns, _stat_key(os.path.join(entry.path, "config.json")))
+                    + _nested_key(entry.path, depth)
                 )
     except OSError as exc:
         return (str(root), type(exc).__name__)
@@ -59,7 +76,7 @@ def _root_key(root: Path) -> tuple[Any, ...]:
 
 
 def fingerprint() -> Fingerprint:
-    return (_root_key(Path(settings.MACTUNER_MODELS_DIR)), _root_key(Path(settings.MACTUNER_HF_CACHE)))
+    return (_root_key(Path(settings.MACTUNER_MODELS_DIR)), _root_key(Path(settings.MACTUNER_HF_CACHE), depth=0))
 
 
 class _Build:

@@ -52,11 +52,13 @@ def _wait(check: Any, timeout: float = 20) -> Any:
     raise TimeoutError
 
 
-def test_a_blocked_read_is_flagged_stalled_while_still_queued(client: Client, settings: Any, dead_share: Any) -> None:
+def test_a_blocked_read_is_flagged_stalled_while_still_preparing(
+    client: Client, settings: Any, dead_share: Any
+) -> None:
     settings.MACTUNER_STALL_SECONDS = 0.3
     job_id = post(client, "/api/load", {"model": "medium"}).json()["job"]["id"]
     snap = _wait(lambda: (j := client.get("/api/status").json()["job"])["stalled"] and j)
-    assert snap["id"] == job_id and snap["state"] == "queued" and snap["stage"] == "preparing"
+    assert snap["id"] == job_id and snap["state"] in ("queued", "running") and snap["stage"] == "preparing"
     dead_share.set()
     assert wait_finished(job_id).state == "succeeded"
     SLOT.unload()
