@@ -32,12 +32,16 @@ def server(models_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     shard = sorted(broken.glob("*.safetensors"))[0]
     with shard.open("r+b") as fh:
         fh.truncate(shard.stat().st_size // 2)
+    from mactuner_dev import layouts
+
+    layouts.write_lora(models_root / "zz-lora", models_root / "tiny", "tiny", seed=9)
     env = server_env(models_root, tmp_path_factory.mktemp("browser") / "db.sqlite3", MACTUNER_READ_LIMIT_MBPS="40")
     migrate(env)
     live = LiveServer(env).start()
     yield live
     live.stop()
     shutil.rmtree(broken, ignore_errors=True)
+    shutil.rmtree(models_root / "zz-lora", ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +212,18 @@ def test_english_page_history_panel_has_no_hangul(browser: Any, server: LiveServ
     assert not re.search(HANGUL, panel), panel
     page.locator("#history").screenshot(path=str(ARTIFACTS / "history-panel-en.png"))
     context.close()
+
+
+def test_an_adapter_can_be_merged_from_the_page(page: Any) -> None:
+    assert page.locator("#merge-row").is_hidden(), "only adapters offer the merge option"
+    page.select_option("#model-select", "zz-lora")
+    assert page.locator("#merge-row").is_visible()
+    page.check("#merge-check")
+    page.click("#load-btn")
+    page.wait_for_function(
+        "window.MACtuner.state.job && window.MACtuner.state.job.model === 'zz-lora' && !window.MACtuner.state.job.active",
+        timeout=60_000,
+    )
+    job = page.evaluate("window.MACtuner.state.job")
+    assert job["state"] == "succeeded", job
+    assert job["metadata"]["adapter"]["merged"] is True

@@ -11,7 +11,9 @@
     fill: $("progress-fill"), percent: $("progress-percent"), detail: $("progress-detail"), stall: $("progress-stall"),
     card: $("metadata-card"), metaName: $("meta-name"), metaList: $("meta-list"), conn: $("connection"),
     chart: $("stage-chart"), historyBody: $("history-body"), historyEmpty: $("history-empty"),
+    mergeRow: $("merge-row"), merge: $("merge-check"),
   };
+  const adapters = new Set();  // names of PEFT adapter entries: only they can be merged
   const HISTORY_ROWS = 10;
   const BEFORE_BYTES = ["preparing", "tokenizer", "config"];
   let state = JSON.parse(document.getElementById("initial-state").textContent) || { job: null, loaded: null };
@@ -58,7 +60,8 @@
     if (next) state = next;
     const job = state.job, active = !!(job && job.active);
     els.load.disabled = active || !els.model.value;
-    els.model.disabled = active; els.device.disabled = active; els.dtype.disabled = active;
+    els.model.disabled = active;
+    els.mergeRow.hidden = !adapters.has(els.model.value); els.merge.disabled = active; els.device.disabled = active; els.dtype.disabled = active;
     els.cancel.disabled = !active || job.cancel_requested;
     els.unload.disabled = active || !state.loaded;
     if (active) syncSelectors(job);
@@ -226,6 +229,7 @@
       els.model.replaceChildren(...data.models.map((m) => {
         const o = document.createElement("option");
         o.value = m.name;
+        if (m.kind === "adapter") adapters.add(m.name);
         o.textContent = m.name + " (" + fmtBytes(m.size_bytes) + ", " + shardCount(m.shards) + ")";
         if (m.problem) {  // offered with its reason: loading it says the same, in full
           o.textContent += " ⚠ " + m.problem;
@@ -248,7 +252,9 @@
     shown = { id: "pending", percent: 0 };
     render({ job: { id: "pending", state: "queued", active: true, stage: "preparing", percent: 0,
       message: T.stages.preparing, model: els.model.value, detail: {} }, loaded: state.loaded });
-    api("/api/load", { model: els.model.value, device: els.device.value, dtype: els.dtype.value }).then(({ res, data }) => {
+    const body = { model: els.model.value, device: els.device.value, dtype: els.dtype.value };
+    if (adapters.has(els.model.value)) body.merge = els.merge.checked;
+    api("/api/load", body).then(({ res, data }) => {
       if (!res.ok && !data.job) render({ job: null, loaded: state.loaded });
       socket && socket.readyState === 1 && socket.send(JSON.stringify({ type: "refresh" }));
     });
