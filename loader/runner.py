@@ -29,7 +29,7 @@ from .models import LoadJob
 from .pipeline import LoadCancelled, LoadedModel, LoadError, LoadRequest, ProgressEvent
 from .pipeline.i18n import Msg, gettext_noop
 from .process import IDENTITY, SLOT, TOKENS
-from .selectors import job_snapshot, loader_state
+from .progress_sink import ProgressSink, state_safe
 
 CANCEL_POLL_S = 0.5
 UNEXPECTED = gettext_noop("예기치 않은 내부 오류가 발생했습니다. 자세한 내용은 작업 기록(관리자 화면)에 있습니다.")
@@ -55,7 +55,7 @@ def _thread_main(job_id: int) -> None:
         try:
             job = LoadJob.objects.get(pk=job_id)
             _record(services.job_fail, job=job, code="internal", message=UNEXPECTED, detail=traceback.format_exc())
-            publisher.send(loader_state_safe(job))
+            publisher.send(state_safe(job))
         except Exception:
             log.exception("could not record the crash of job %s", job_id)
     finally:
@@ -94,32 +94,32 @@ def execute_job(job: LoadJob, cancel: threading.Event, listener: Listener | None
         merge=job.merge, base_resolver=resolve_base,
     )  # fmt: skip
     throttle = Throttle()
-    state = {"muted": False, "recorded_unload": False, "storage_error": ""}
+    muted = threading.Event()
+    sink = ProgressSink(job)
     last_event: list[ProgressEvent] = []
 
     def on_event(event: ProgressEvent) -> None:
-        if state["muted"]:
+        if muted.is_set():
             if cancel.is_set():
                 raise LoadCancelled()
             return
         last_event[:] = [event]  # serialized when due, not on every event
         send, stage_changed = throttle.due(event.stage.value)
         if send:
-            try:
-                if not state["recorded_unload"] and SLOT.loaded is None and IDENTITY.serving:
-                    state["recorded_unload"] = True  # the slot dropped the previous model: say so
-                    processes.process_record_unloaded()
-                services.job_progress(job=job, event=event.to_dict())
-                state["storage_error"] = ""
-            except DatabaseError as exc:  # disk full, DB gone: the load goes on, viewers still hear it
-                if not state["storage_error"]:
-                    log.error("job %s: progress not saved: %r", job.pk, exc)
-                state["storage_error"] = repr(exc)
-                _mirror(job, event)
-            publisher.send(loader_state_safe(job), force=stage_changed)
+            sink.offer(event, stage_changed)  # written and published by the sink's thread
         if listener is not None:
             listener(event)
 
+    try:
+        return _supervise(job, request, on_event, cancel, muted, sink, last_event)
+    finally:
+        sink.close()
+
+
+def _supervise(
+    job: LoadJob, request: LoadRequest, on_event: Listener, cancel: threading.Event, muted: threading.Event,
+    sink: ProgressSink, last_event: list[ProgressEvent],
+) -> LoadJob:  # fmt: skip
     outcome = _Outcome()
     rss_before = _rss()
     worker = threading.Thread(
@@ -134,11 +134,13 @@ def execute_job(job: LoadJob, cancel: threading.Event, listener: Listener | None
         if cancel.is_set() and worker.is_alive():
             cancelled_at = cancelled_at or time.monotonic()
             if time.monotonic() - cancelled_at >= settings.MACTUNER_ABANDON_AFTER_S:
-                state["muted"] = True
+                muted.set()
                 SLOT.abandon()
+                sink.drain()
                 _record(services.job_abandon, job=job, held_bytes=max(_rss() - rss_before, 0))
                 log.error("job %s: the load did not stop after cancel; abandoned its thread", job.pk)
                 return _finish_publish(job)
+    sink.drain()  # every progress row written before the outcome
     if isinstance(outcome.error, LoadCancelled):
         _record(services.job_mark_cancelled, job=job)
     elif isinstance(outcome.error, LoadError):
@@ -189,25 +191,8 @@ def _record(action: Callable[..., Any], **kwargs: Any) -> Any:
 def _finish_publish(job: LoadJob) -> LoadJob:
     with contextlib.suppress(DatabaseError):
         job.refresh_from_db()
-    publisher.send(loader_state_safe(job))
+    publisher.send(state_safe(job))
     return job
-
-
-def _mirror(job: LoadJob, event: ProgressEvent) -> None:
-    """Keep the in-memory row current when it cannot be written, so viewers still see progress."""
-    data = event.to_dict()
-    job.stage, job.percent, job.message = data["stage"], data["percent"], data["message"]
-    job.detail, job.timings = data["detail"], data["timings"]
-    if job.state == LoadJob.State.QUEUED:
-        job.state = LoadJob.State.RUNNING
-
-
-def loader_state_safe(job: LoadJob) -> dict[str, Any]:
-    """The snapshot even when the database cannot be read: the job as this thread knows it."""
-    try:
-        return loader_state(job=job)
-    except DatabaseError:
-        return {"type": "snapshot", "job": job_snapshot(job), "loaded": None, "emitted_at": time.time()}
 
 
 def _rss() -> int:

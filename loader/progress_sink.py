@@ -1,0 +1,113 @@
+"""Where a running job's progress is written and published, off the load thread.
+
+The load thread only hands each due event over (a queue put); this thread writes the row and
+builds and publishes the snapshot, so the weights never wait on the database or the channel
+layer. A newer progress event supersedes an unsent one; stage changes are never dropped.
+``drain()`` returns once everything handed over is written, so the outcome comes after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from django.db import DatabaseError, connection
+
+from . import processes, services
+from .events import publisher
+from .models import LoadJob
+from .pipeline import ProgressEvent
+from .process import IDENTITY, SLOT
+from .selectors import job_snapshot, loader_state
+
+log = logging.getLogger("loader.progress")
+
+
+class ProgressSink:
+    def __init__(self, job: LoadJob) -> None:
+        self.job = job
+        self._pending: list[tuple[ProgressEvent, bool]] = []
+        self._cond = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self.recorded_unload = False
+        self.storage_error = ""
+        self._thread = threading.Thread(target=self._run, name=f"load-progress-{job.pk}", daemon=True)
+        self._thread.start()
+
+    def offer(self, event: ProgressEvent, stage_changed: bool) -> None:
+        with self._cond:
+            if self._pending and not self._pending[-1][1]:
+                self._pending[-1] = (event, stage_changed)  # an unsent progress event is superseded
+            else:
+                self._pending.append((event, stage_changed))
+            self._cond.notify_all()
+
+    def drain(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while (self._pending or self._busy) and self._thread.is_alive():
+                if not self._cond.wait(max(deadline - time.monotonic(), 0)):
+                    break
+
+    def close(self) -> None:
+        self.drain()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._pending and not self._closed:
+                        self._cond.wait()
+                    if not self._pending:
+                        return
+                    event, stage_changed = self._pending.pop(0)
+                    self._busy = True
+                try:
+                    self._write(event, stage_changed)
+                except Exception:  # a bug here must not stop the load or hang drain()
+                    log.exception("job %s: progress not published", self.job.pk)
+                finally:
+                    with self._cond:
+                        self._busy = False
+                        self._cond.notify_all()
+        finally:
+            connection.close()
+
+    def _write(self, event: ProgressEvent, stage_changed: bool) -> None:
+        job = self.job
+        try:
+            if not self.recorded_unload and SLOT.loaded is None and IDENTITY.serving:
+                self.recorded_unload = True  # the slot dropped the previous model: say so
+                processes.process_record_unloaded()
+            services.job_progress(job=job, event=event.to_dict())
+            self.storage_error = ""
+        except DatabaseError as exc:  # disk full, DB gone: the load goes on, viewers still hear it
+            if not self.storage_error:
+                log.error("job %s: progress not saved: %r", job.pk, exc)
+            self.storage_error = repr(exc)
+            mirror(job, event)
+        publisher.send(state_safe(job), force=stage_changed)
+
+
+def mirror(job: LoadJob, event: ProgressEvent) -> None:
+    """Keep the in-memory row current when it cannot be written, so viewers still see progress."""
+    data = event.to_dict()
+    job.stage, job.percent, job.message = data["stage"], data["percent"], data["message"]
+    job.detail, job.timings = data["detail"], data["timings"]
+    if job.state == LoadJob.State.QUEUED:
+        job.state = LoadJob.State.RUNNING
+
+
+def state_safe(job: LoadJob) -> dict[str, Any]:
+    """The snapshot even when the database cannot be read: the job as this process knows it."""
+    try:
+        return loader_state(job=job)
+    except DatabaseError:
+        return {"type": "snapshot", "job": job_snapshot(job), "loaded": None, "held": [], "emitted_at": time.time()}
