@@ -116,6 +116,7 @@ def target_dtype(requested: str, config: dict[str, Any], info: CheckpointInfo) -
 def build_meta(model_cls: Any, config: Any, dtype: str) -> Any:
     """Instantiate ``model_cls`` on the meta device the way ``from_pretrained`` does, bounded."""
     import torch
+    from transformers.initialization import no_init_weights
     from transformers.utils.generic import ContextManagers
 
     me, count, deadline = threading.get_ident(), [0], time.monotonic() + BUILD_DEADLINE_S
@@ -128,7 +129,9 @@ def build_meta(model_cls: Any, config: Any, dtype: str) -> Any:
 
     handle = torch.nn.modules.module.register_module_module_registration_hook(guard)
     try:
-        with ContextManagers(model_cls.get_init_context(getattr(torch, dtype), False, False, None)):
+        contexts = model_cls.get_init_context(getattr(torch, dtype), False, False, None)
+        # Initializing weights on the meta device computes nothing but still costs ~1/3 of the build.
+        with ContextManagers([*contexts, no_init_weights()]):
             return model_cls(copy.deepcopy(config))
     except _BuildTooBig:
         raise ConfigUnreadable(
