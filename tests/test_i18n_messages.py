@@ -138,3 +138,12 @@ def test_a_model_lists_problem_is_said_in_the_requests_language(client: Client, 
         models = client.get("/api/models", HTTP_ACCEPT_LANGUAGE=lang).json()["models"]
         problem = next(m for m in models if m["name"] == "llama-q4")["problem"]
         assert "GGUF" in problem and bool(HANGUL.search(problem)) is korean, problem
+
+
+@pytest.mark.django_db
+def test_the_page_switches_language_and_remembers_it(client: Client) -> None:
+    assert 'lang="ko"' in client.get("/").content.decode()
+    res = client.post("/i18n/setlang/", {"language": "en", "next": "/"})
+    assert res.status_code == 302
+    page = client.get("/").content.decode()
+    assert 'lang="en"' in page and "Load model" in page
