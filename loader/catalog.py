@@ -22,12 +22,11 @@ from typing import Any
 
 from django.conf import settings
 
-from loader.pipeline.i18n import gettext_noop
-
-from .hf_cache import cached_models
+from .hf_cache import cached_models, inside
 from .pipeline import formats
 from .pipeline.adapters import read_adapter_config, summary
 from .pipeline.errors import LoadError
+from .pipeline.i18n import gettext_noop
 from .pipeline.resolve import check_config_fields
 from .pipeline.safefs import CONFIG_CAP, JsonUnreadable, folder_root, read_json, resolve_inside
 
@@ -155,14 +154,6 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except (ValueError, OSError, RuntimeError):
-        return False
-    return True
-
-
 def _children(folder: Path) -> list[Path]:
     try:
         return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
@@ -184,7 +175,7 @@ def _is_model(folder: Path, unreadable_counts: bool = True) -> bool:
 def _local_models(root: Path) -> list[ModelEntry]:
     found = []
     for child in _children(root):
-        if not _inside(child, root):
+        if not inside(child, root):
             continue
         if child.suffix == ".gguf" and not _is_dir(child):  # a lone GGUF file: listed with its reason
             found.append(ModelEntry(child.name, child, "local"))
@@ -197,7 +188,7 @@ def _local_models(root: Path) -> list[ModelEntry]:
         for grand in _children(child):  # org/name layout, or a Trainer run's checkpoint-N folders
             if model and not _CHECKPOINT.fullmatch(grand.name):
                 continue
-            if _is_dir(grand) and _inside(grand, root) and _is_model(grand, unreadable_counts=False):
+            if _is_dir(grand) and inside(grand, root) and _is_model(grand, unreadable_counts=False):
                 found.append(ModelEntry(f"{child.name}/{grand.name}", grand, "local"))
     return found
 

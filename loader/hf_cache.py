@@ -38,7 +38,7 @@ class CachedModel:
     revision: str
 
 
-def _inside(path: Path, root: Path) -> bool:
+def inside(path: Path, root: Path) -> bool:
     try:
         path.resolve().relative_to(root.resolve())
     except (ValueError, OSError, RuntimeError):
@@ -58,7 +58,7 @@ def _refs_safe(repo: Path) -> bool:
                 st = os.stat(entry)  # follows links: the target is what scan_cache_dir would open
                 if stat.S_ISDIR(st.st_mode) and not entry.is_symlink():
                     continue
-                if not stat.S_ISREG(st.st_mode) or st.st_size > REF_CAP or not _inside(entry, repo):
+                if not stat.S_ISREG(st.st_mode) or st.st_size > REF_CAP or not inside(entry, repo):
                     return False
     except OSError:
         return False
@@ -73,7 +73,7 @@ def _repos(cache: Path) -> list[Path]:
     out = []
     for repo in children:
         try:
-            if repo.is_dir() and _inside(repo, cache) and (repo / "snapshots").is_dir():
+            if repo.is_dir() and inside(repo, cache) and (repo / "snapshots").is_dir():
                 out.append(repo)
         except OSError:
             continue
@@ -109,7 +109,7 @@ def _scan(cache: Path, repos: list[Path]) -> list[CachedModel]:
         if chosen is None or not _REVISION.fullmatch(chosen.commit_hash):
             continue
         snapshot = real_repo / "snapshots" / chosen.commit_hash
-        if snapshot.is_dir() and _inside(snapshot, real_repo):
+        if snapshot.is_dir() and inside(snapshot, real_repo):
             found.append(CachedModel(repo_info.repo_id, snapshot, chosen.commit_hash))
     return sorted(found, key=lambda m: m.name)
 

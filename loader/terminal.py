@@ -20,20 +20,14 @@ import sys
 import threading
 from typing import Any, TextIO
 
+from .history import CHART_STAGES, STAGE_LABELS
 from .pipeline.i18n import gettext_noop, printable
 
 log = logging.getLogger("loader.terminal")
 
-STAGE_ORDER = ("preparing", "tokenizer", "config", "weights", "device", "metadata")
-# Short names for log lines; the English key follows so a log reader of either language gets it.
-STAGE_NAMES = {
-    "preparing": gettext_noop("준비"),
-    "tokenizer": gettext_noop("토크나이저"),
-    "config": gettext_noop("모델 구성"),
-    "weights": gettext_noop("가중치"),
-    "device": gettext_noop("장치 이동"),
-    "metadata": gettext_noop("메타데이터"),
-}
+# The stage names of the page's chart; str() says them in the active (server) language.
+STAGE_ORDER = CHART_STAGES
+STAGE_NAMES = STAGE_LABELS
 SHARDS_DESC = "Loading checkpoint shards"
 REMEMBERED_JOBS = 64
 
