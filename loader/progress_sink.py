@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, close_old_connections, connection
 
 from . import processes, services
 from .events import publisher
@@ -84,14 +84,15 @@ class ProgressSink:
         job = self.job
         try:
             if not self.recorded_unload and SLOT.loaded is None and IDENTITY.serving:
-                self.recorded_unload = True  # the slot dropped the previous model: say so
-                processes.process_record_unloaded()
+                processes.process_record_unloaded()  # the slot dropped the previous model: say so
+                self.recorded_unload = True
             services.job_progress(job=job, event=event.to_dict())
             self.storage_error = ""
         except DatabaseError as exc:  # disk full, DB gone: the load goes on, viewers still hear it
             if not self.storage_error:
                 log.error("job %s: progress not saved: %r", job.pk, exc)
             self.storage_error = repr(exc)
+            close_old_connections()  # a dropped connection is replaced on the next write
             mirror(job, event)
         publisher.send(state_safe(job), force=stage_changed)
 
@@ -101,8 +102,6 @@ def mirror(job: LoadJob, event: ProgressEvent) -> None:
     data = event.to_dict()
     job.stage, job.percent, job.message = data["stage"], data["percent"], data["message"]
     job.detail, job.timings = data["detail"], data["timings"]
-    if job.state == LoadJob.State.QUEUED:
-        job.state = LoadJob.State.RUNNING
 
 
 def state_safe(job: LoadJob) -> dict[str, Any]:

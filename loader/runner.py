@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, DataError, OperationalError, close_old_connections, connection
 
 from . import processes, services
 from .catalog import resolve_base
@@ -32,6 +32,7 @@ from .process import IDENTITY, SLOT, TOKENS
 from .progress_sink import ProgressSink, state_safe
 
 CANCEL_POLL_S = 0.5
+HEARTBEAT_S = 5.0
 UNEXPECTED = gettext_noop("예기치 않은 내부 오류가 발생했습니다. 자세한 내용은 작업 기록(관리자 화면)에 있습니다.")
 log = logging.getLogger("loader.runner")
 
@@ -41,7 +42,14 @@ Listener = Callable[[ProgressEvent], None]
 def start_job_thread(job_id: int) -> threading.Thread:
     TOKENS.open(job_id)
     thread = threading.Thread(target=_thread_main, args=(job_id,), name=f"load-job-{job_id}", daemon=True)
-    thread.start()
+    try:
+        thread.start()
+    except RuntimeError:  # no thread could be started (limits, memory): the job must not stay queued
+        TOKENS.close(job_id)
+        job = LoadJob.objects.get(pk=job_id)
+        services.job_fail(job=job, code="internal", message=UNEXPECTED, detail=traceback.format_exc())
+        publisher.send(state_safe(job))
+        raise
     return thread
 
 
@@ -127,10 +135,15 @@ def _supervise(
     )
     worker.start()
     cancelled_at = 0.0
+    beat = time.monotonic()
     while worker.is_alive():
         worker.join(CANCEL_POLL_S)
         if not cancel.is_set() and _flag_set(job.pk):
             cancel.set()
+        if time.monotonic() - beat >= HEARTBEAT_S:  # alive even in a stage that reports nothing
+            beat = time.monotonic()
+            with contextlib.suppress(DatabaseError):
+                services.job_heartbeat(job_id=job.pk)
         if cancel.is_set() and worker.is_alive():
             cancelled_at = cancelled_at or time.monotonic()
             if time.monotonic() - cancelled_at >= settings.MACTUNER_ABANDON_AFTER_S:
@@ -168,6 +181,7 @@ def _flag_set(job_id: int) -> bool:
     try:
         return services.job_cancel_requested(job_id=job_id)
     except DatabaseError:
+        close_old_connections()  # a dropped connection must not hide every later cancel
         return False
 
 
@@ -178,7 +192,9 @@ def _record(action: Callable[..., Any], **kwargs: Any) -> Any:
     while True:
         try:
             return action(**kwargs)
-        except DatabaseError as exc:
+        except DataError:  # a value the database refuses: retrying cannot help
+            raise
+        except OperationalError as exc:  # disk full, locked, connection lost: it may pass
             if time.monotonic() >= deadline:
                 log.error("could not record %s: %r (gave up)", action.__name__, exc)
                 raise

@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .events import publisher
+from .i18n import in_lang
 from .models import LoadJob, ServerProcess
 from .pipeline.i18n import gettext_noop, parts
 from .process import IDENTITY, SLOT, TOKENS, pid_alive
@@ -24,6 +25,7 @@ from .selectors import loader_state
 S = LoadJob.State
 ACTIVE = (S.QUEUED, S.RUNNING)
 HEARTBEAT_STALE_S = 60
+MESSAGE_MAX = LoadJob._meta.get_field("message").max_length or 500
 OWN_JOB_GRACE_S = 10
 log = logging.getLogger("loader.services")
 
@@ -43,6 +45,8 @@ class JobBusy(Exception):
 def _transition(job: LoadJob, allowed: tuple[str, ...], **fields: Any) -> bool:
     """Apply ``fields`` only if the row is still in ``allowed``; mirror them on ``job`` if so."""
     fields["updated_at"] = timezone.now()
+    if isinstance(fields.get("message"), str):
+        fields["message"] = fields["message"][:MESSAGE_MAX]  # a long error must never fail the write
     changed = LoadJob.objects.filter(pk=job.pk, state__in=allowed).update(**fields)
     if changed:
         for key, value in fields.items():
@@ -78,7 +82,7 @@ def job_start(
         with transaction.atomic():
             job = LoadJob.objects.create(
                 model_name=model_name, model_path=model_path, device_requested=device, dtype_requested=dtype,
-                source=source, requested_by=requested_by, lang=lang, merge=merge, state=S.QUEUED, message=gettext_noop('준비 중...'),
+                source=source, requested_by=requested_by, lang=lang, merge=merge, state=S.QUEUED, message=in_lang(gettext_noop("준비 중..."), {}, lang),
                 owner_host=IDENTITY.host, owner_pid=IDENTITY.pid, heartbeat_at=now, progress_at=now,
             )  # fmt: skip
             if then is not None:
@@ -99,9 +103,15 @@ def job_progress(*, job: LoadJob, event: dict[str, Any]) -> bool:
         "stage": event["stage"], "percent": event["percent"], "message": event["message"],
         "detail": event["detail"], "timings": event["timings"], "progress_at": now, "heartbeat_at": now,
     }  # fmt: skip
-    if job.state == S.QUEUED and _transition(job, (S.QUEUED,), state=S.RUNNING, started_at=now, **fields):
+    # The row decides, not our copy (which may be stale after the database was unwritable).
+    if _transition(job, (S.RUNNING,), **fields):
         return True
-    return _transition(job, (S.RUNNING,), **fields)
+    return _transition(job, (S.QUEUED,), state=S.RUNNING, started_at=now, **fields)
+
+
+def job_heartbeat(*, job_id: int) -> bool:
+    """The owner is alive even when no progress comes (a slow stage): other hosts must not reap it."""
+    return bool(LoadJob.objects.filter(pk=job_id, state__in=ACTIVE).update(heartbeat_at=timezone.now()))
 
 
 def _finish(job: LoadJob, state: str, **fields: Any) -> bool:
@@ -164,7 +174,8 @@ def job_cancel(*, job: LoadJob) -> bool:
     The flag in the row is the route: an owner in this process sees it through its token at
     once, one in another server through the agent's channel, a CLI owner by reading the row.
     """
-    if not _transition(job, ACTIVE, cancel_requested=True, message=gettext_noop("취소하는 중...")):
+    cancelling = in_lang(gettext_noop("취소하는 중..."), {}, job.lang)  # the requester's language, like the stages
+    if not _transition(job, ACTIVE, cancel_requested=True, message=cancelling):
         return False
     if job.owner_host == IDENTITY.host and job.owner_pid == IDENTITY.pid:
         TOKENS.fire(job.pk)

@@ -122,3 +122,17 @@ def test_a_full_disk_during_a_load_keeps_the_outcome_and_never_blames_a_live_own
     finally:
         server.stop()
         shutil.rmtree(tiny_disk, ignore_errors=True)
+
+
+def test_a_cancel_while_checking_keeps_the_loaded_model(client: Client, settings: Any, dead_share: Any) -> None:
+    settings.MACTUNER_ABANDON_AFTER_S = 30
+    first = post(client, "/api/load", {"model": "tiny"}).json()["job"]["id"]
+    assert wait_finished(first).state == "succeeded"
+    job_id = post(client, "/api/load", {"model": "medium"}).json()["job"]["id"]
+    time.sleep(0.3)
+    assert post(client, "/api/cancel").status_code == 202
+    dead_share.set()  # the blocked check returns; the cancel is seen before anything is unloaded
+    assert wait_finished(job_id, timeout=20).state == "cancelled"
+    assert SLOT.loaded is not None and SLOT.loaded.name == "tiny"
+    assert client.get("/api/status").json()["loaded"]["name"] == "tiny"
+    SLOT.unload()

@@ -133,3 +133,19 @@ def test_the_loaded_name_is_the_catalog_name(client: Client, settings: Any, mode
     assert loader_state()["loaded"]["name"] == "acme/tiny-chat"
     assert post(client, "/api/unload").json() == {"unloaded": True, "loaded": None}
     assert client.get("/api/status").json()["loaded"] is None
+
+
+def test_progress_after_an_unsaved_first_write_still_moves_the_row_to_running() -> None:
+    job = _job()
+    job.state = "running"  # our copy moved on while the database could not be written
+    assert services.job_progress(job=job, event=EVENT) is True
+    row = LoadJob.objects.get(pk=job.pk)
+    assert row.state == "running" and row.percent == 50.0 and row.started_at is not None
+
+
+def test_a_very_long_error_message_is_kept_whole_in_the_error_and_cut_in_the_status_line() -> None:
+    job = _job("running")
+    long = "가" * 2000
+    assert services.job_fail(job=job, code="x", message=long, detail="d") is True
+    row = LoadJob.objects.get(pk=job.pk)
+    assert row.state == "failed" and row.error_message == long and len(row.message) <= 500

@@ -68,8 +68,8 @@ class ModelSlot:
             warm_imports(lambda module, fraction: rep.preparing_step("imports", fraction, module=module))
             rep.preparing_step("checking", 0.5)
             info = preflight(request)
-            if generation != self._generation:  # abandoned while blocked: the slot is someone else's now
-                raise LoadCancelled()
+            if generation != self._generation or cancel.is_set():  # abandoned or cancelled while checking:
+                raise LoadCancelled()  # the loaded model stays
             self._check_fits(request, info, max_bytes)
             self._unload_locked()
             failure: LoadError | None = None

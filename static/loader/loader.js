@@ -217,7 +217,8 @@
     let data = {};
     try { data = await res.json(); } catch (e) { /* non-JSON error page */ }
     if (!res.ok) notice(data.error || res.status + " " + res.statusText); else notice("");
-    if (data.job) render({ job: data.job, loaded: state.loaded });
+    // A reply can be older than a snapshot the socket already gave (a cancel that finished at once).
+    if (data.job && !isStale(data.job)) render({ job: data.job, loaded: state.loaded });
     return { res, data };
   }
 
@@ -259,7 +260,9 @@
       socket && socket.readyState === 1 && socket.send(JSON.stringify({ type: "refresh" }));
     });
   });
-  els.cancel.addEventListener("click", () => api("/api/cancel"));
+  els.cancel.addEventListener("click", () => api("/api/cancel").then(() => {
+    socket && socket.readyState === 1 && socket.send(JSON.stringify({ type: "refresh" }));
+  }));
   els.unload.addEventListener("click", () => api("/api/unload").then(({ res }) => {
     if (res.ok) { state.loaded = null; render(); notice(""); }
   }));

@@ -88,7 +88,8 @@ class Command(BaseCommand):
             with translation.override(opts["lang"]):  # messages in the terminal's language
                 self._handle(opts, cancel, started)
         except _Interrupted:
-            self.stderr.write(gettext("로드가 취소되었습니다."))
+            with translation.override(opts["lang"]):
+                self.stderr.write(gettext("로드가 취소되었습니다."))
             sys.exit(130)
         except CommandError as refused:
             if opts["json"]:  # scripts read stdout: a refusal is JSON there too
@@ -108,7 +109,7 @@ class Command(BaseCommand):
                         f"{info['adapter']['type']} r={info['adapter']['rank']} base={info['adapter']['base']}"
                     )
                 if info["problem"]:
-                    extra.append(f"⚠ {info['problem']}")
+                    extra.append(f"⚠ {here(info['problem'])}")
                 self.stdout.write(
                     f"{info['name']}\t{info['size_bytes'] / 1e6:.1f} MB\t{info['shards']} shard(s)\t{info['architecture']}"
                     + "".join(f"\t{e}" for e in extra)
@@ -126,19 +127,20 @@ class Command(BaseCommand):
         if (active := job_active()) is not None:  # refuse at once, before the slow imports
             raise CommandError(here(services.JobBusy(active).message), returncode=2)
         warm_imports()  # before the job exists: viewers should not watch a 4 s import as "preparing"
+        # Signals wait while the job is created: either no row exists (we exit 130 before it) or
+        # the row exists and the signal cancels it (recorded) — never a row left queued.
+        blocked = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         try:
             job = services.job_start(
-                model_name=name,
-                model_path=str(path),
-                device=opts["device"],
-                dtype=opts["dtype"],
-                source="cli",
-                lang=opts["lang"],
-                merge=opts["merge"],
-            )
+                model_name=name, model_path=str(path), device=opts["device"], dtype=opts["dtype"], source="cli",
+                lang=opts["lang"], merge=opts["merge"],
+            )  # fmt: skip
+            started.append(True)  # from here a signal cancels the job, it no longer exits
         except services.JobBusy as busy:
             raise CommandError(here(busy.message), returncode=2) from None
-        started.append(True)  # from here a signal cancels the job (recorded), it no longer exits
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
         bars = Bars(sys.stderr)
         try:
             job = execute_job(job, cancel, listener=bars)
