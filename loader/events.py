@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ GROUP = "loader"
 EVENT_TYPE = "loader.snapshot"
 INTERVAL_S = 0.1
 SEND_TIMEOUT_S = 5.0
+OBSERVER_BACKLOG = 256
 log = logging.getLogger("loader.events")
 
 
@@ -60,6 +62,8 @@ class Publisher:
         self._draining = False
         # Local observers (the server terminal's bars) see every snapshot, layer or not.
         self.observers: list[Callable[[dict[str, Any]], None]] = []
+        self._observed: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=OBSERVER_BACKLOG)
+        self._observer_thread: threading.Thread | None = None
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Called once by the start-up hook: the server's loop owns the in-memory layer."""
@@ -80,17 +84,35 @@ class Publisher:
 
     def send(self, state: dict[str, Any], force: bool = True) -> None:
         """Hand a snapshot to the group; thread-safe, never blocks. ``force=False`` may be superseded."""
-        for observer in self.observers:
-            try:
-                observer(state)
-            except Exception:
-                log.exception("snapshot observer %r failed", observer)
+        if self.observers:
+            self._observe(state)
         loop = self._target()
         if loop is None:
             return
         message = snapshot_event(state)
         with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
             loop.call_soon_threadsafe(self._offer, message, force)
+
+    def _observe(self, state: dict[str, Any]) -> None:
+        """Observers run on their own thread: a terminal that blocks (a paused tty, a full pipe)
+        loses frames, never the sender's time."""
+        with self._lock:
+            if self._observer_thread is None:
+                self._observer_thread = threading.Thread(
+                    target=self._run_observers, name="loader-observers", daemon=True
+                )
+                self._observer_thread.start()
+        with contextlib.suppress(queue.Full):
+            self._observed.put_nowait(state)
+
+    def _run_observers(self) -> None:
+        while True:
+            state = self._observed.get()
+            for observer in list(self.observers):
+                try:
+                    observer(state)
+                except Exception:
+                    log.exception("snapshot observer %r failed", observer)
 
     def send_to(self, channel: str, message: dict[str, Any]) -> None:
         """A direct message to one process's agent (unload, cancel)."""

@@ -32,6 +32,7 @@ class ProgressSink:
         self._cond = threading.Condition()
         self._busy = False
         self._closed = False
+        self._stale = False
         self.recorded_unload = False
         self.storage_error = ""
         self._thread = threading.Thread(target=self._run, name=f"load-progress-{job.pk}", daemon=True)
@@ -46,10 +47,13 @@ class ProgressSink:
             self._cond.notify_all()
 
     def drain(self, timeout: float = 30.0) -> None:
+        """Wait for what was handed over; past ``timeout`` the rest is dropped, never written late."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while (self._pending or self._busy) and self._thread.is_alive():
                 if not self._cond.wait(max(deadline - time.monotonic(), 0)):
+                    self._pending.clear()
+                    self._stale = True  # a write still in flight must not publish after the outcome
                     break
 
     def close(self) -> None:
@@ -81,6 +85,8 @@ class ProgressSink:
             connection.close()
 
     def _write(self, event: ProgressEvent, stage_changed: bool) -> None:
+        if self._stale:
+            return
         job = self.job
         try:
             if not self.recorded_unload and SLOT.loaded is None and IDENTITY.serving:
@@ -94,7 +100,8 @@ class ProgressSink:
             self.storage_error = repr(exc)
             close_old_connections()  # a dropped connection is replaced on the next write
             mirror(job, event)
-        publisher.send(state_safe(job), force=stage_changed)
+        if not self._stale:
+            publisher.send(state_safe(job), force=stage_changed)
 
 
 def mirror(job: LoadJob, event: ProgressEvent) -> None:

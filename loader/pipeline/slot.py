@@ -37,6 +37,7 @@ class ModelSlot:
         self._lock = threading.Lock()
         self._loaded: LoadedModel | None = None
         self._generation = 0
+        self._state = threading.Lock()  # generation check-and-install vs abandon(): one at a time
 
     @property
     def loaded(self) -> LoadedModel | None:
@@ -75,10 +76,13 @@ class ModelSlot:
             failure: LoadError | None = None
             try:
                 loaded = load_checkpoint(request, on_event, cancel, info=info, rep=rep)
-                if generation != self._generation:  # abandoned: nobody waits for this model any more
+                with self._state:
+                    installed = generation == self._generation
+                    if installed:
+                        self._loaded = loaded
+                if not installed:  # abandoned: nobody waits for this model any more
                     del loaded
                     raise LoadCancelled()
-                self._loaded = loaded
                 return loaded
             except LoadError as exc:
                 failure = exc
@@ -96,8 +100,9 @@ class ModelSlot:
         The stuck thread keeps its old lock and, if it ever returns, finds a newer generation and
         drops what it built instead of installing it.
         """
-        self._generation += 1
-        self._lock = threading.Lock()
+        with self._state:
+            self._generation += 1
+            self._lock = threading.Lock()
 
     def _check_fits(self, request: LoadRequest, info: Any, max_bytes: int | None) -> None:
         target = devices.resolve_device(request.device)
