@@ -25,27 +25,7 @@ import time
 
 from common import OUT, checkpoint
 
-from mactuner_dev.harness import Api, LiveServer, SocketWatcher, job_of, migrate, server_env
-
-HANDSHAKE = (
-    "GET /ws/loader/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\n"
-    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    "Sec-WebSocket-Version: 13\r\n\r\n"
-)
-
-
-def open_non_readers(port: int, n: int) -> list[socket.socket]:
-    """Complete the handshake (the server sees a viewer), then never read a byte."""
-    crowd = []
-    for i in range(n):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.connect(("127.0.0.1", port))
-        s.sendall(HANDSHAKE.format(port=port).encode())
-        crowd.append(s)
-        if i % 100 == 99:
-            time.sleep(0.05)  # daphne's listen backlog is 50
-    return crowd
+from mactuner_dev.harness import Api, LiveServer, SocketWatcher, job_of, migrate, open_silent, server_env
 
 
 def pct(values: list[float], q: float) -> float:
@@ -89,7 +69,7 @@ def run_case(model: str, n: int, loads: int, read_limit: str) -> dict[str, float
     try:
         time.sleep(4)  # let the server finish warming torch/transformers
         api = Api(server)
-        crowd = open_non_readers(server.port, n)
+        crowd = open_silent(server.port, n)
         watcher = SocketWatcher(server)
         watcher.next()
         time.sleep(1)

@@ -32,7 +32,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from . import server_guards, watcher
-from .events import EVENT_TYPE, GROUP
+from .events import EVENT_TYPE, GROUP, snapshot_event
 from .offloop import off_loop
 from .selectors import loader_state
 
@@ -48,7 +48,7 @@ class Relay:
         self.viewers: dict[LoaderConsumer, None] = {}  # insertion-ordered set
         self.task: asyncio.Task[None] | None = None
         self.pump: asyncio.Task[None] | None = None
-        self._newest: str | None = None
+        self._newest: dict[str, Any] | None = None
         self._wake = asyncio.Event()
         self._urgent = asyncio.Event()
         self._last_key: tuple[Any, ...] | None = None
@@ -75,10 +75,10 @@ class Relay:
             current = self._read = (time.monotonic(), asyncio.ensure_future(off_loop(loader_state)))
         return await asyncio.shield(current[1])
 
-    def offer(self, text: str) -> None:
-        """Queue a snapshot for the next pass; one not yet sent is replaced by the newer one."""
-        self._newest = text
-        key = _milestone(text)
+    def offer(self, message: dict[str, Any]) -> None:
+        """Queue a snapshot (a ``snapshot_event``) for the next pass; one not yet sent is replaced."""
+        self._newest = message
+        key = tuple(message["milestone"])
         if key != self._last_key:  # a job started or ended, a model came or went: no waiting
             self._last_key = key
             self._urgent.set()
@@ -100,20 +100,21 @@ class Relay:
                     await asyncio.wait_for(self._urgent.wait(), delay)
             self._wake.clear()
             self._urgent.clear()
-            text, self._newest = self._newest, None
-            if text is None:
+            newest, self._newest = self._newest, None
+            if newest is None:
                 continue
             started = time.monotonic()
-            await self.fan_out(text)
+            await self.fan_out(newest)
             spent = time.monotonic() - started
             next_at = time.monotonic() + max(spent * PACE, len(self.viewers) / SENDS_PER_S)
 
-    async def fan_out(self, text: str) -> None:
+    async def fan_out(self, event: dict[str, Any]) -> None:
+        text: str = event["text"]
         prepared: Any = None
         message = {"type": "websocket.send", "text": text}
         for i, viewer in enumerate(list(self.viewers)):
             if not viewer.ready:
-                viewer.kept = text
+                viewer.kept = event
             elif viewer.socket is not None:  # daphne: the frame is built once for everyone
                 prepared = prepared or server_guards.prepare(text)
                 try:
@@ -136,7 +137,7 @@ class Relay:
                     joined = await _join(layer, channel)
                     if not joined:  # poll for everyone until the group can be joined
                         with contextlib.suppress(Exception):
-                            self.offer(json.dumps(await self.state(time.monotonic()), ensure_ascii=False))
+                            self.offer(snapshot_event(await self.state(time.monotonic())))
                         await asyncio.sleep(REJOIN_S)
                         continue
                 try:
@@ -145,8 +146,8 @@ class Relay:
                     log.warning("relay receive failed: %r", exc)
                     joined = False
                     continue
-                if message.get("type") == EVENT_TYPE:
-                    self.offer(message["text"])
+                if message.get("type") == EVENT_TYPE and "milestone" in message:
+                    self.offer(message)
         finally:
             with contextlib.suppress(Exception):
                 await layer.group_discard(GROUP, channel)
@@ -177,7 +178,7 @@ class LoaderConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "loader.no-channel-per-viewer"
     ready = False
     attached = False
-    kept: str | None = None
+    kept: dict[str, Any] | None = None  # the newest snapshot event that arrived while joining
     socket: Any = None  # daphne's connection, when the server is daphne (``server_guards``)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -204,8 +205,8 @@ class LoaderConsumer(AsyncWebsocketConsumer):
         state = await hub.state(since)
         await self.send(text_data=json.dumps(state, ensure_ascii=False))
         kept, self.kept, self.ready = self.kept, None, True
-        if kept is not None and _emitted_at(kept) > state["emitted_at"]:
-            await self.send(text_data=kept)
+        if kept is not None and kept["emitted_at"] > state["emitted_at"]:
+            await self.send(text_data=kept["text"])
 
     async def send_state(self) -> None:
         await self.send(text_data=json.dumps(await relay().state(time.monotonic()), ensure_ascii=False))
@@ -234,20 +235,3 @@ class LoaderConsumer(AsyncWebsocketConsumer):
         # The socket is read-only; a client may ask for the state again (e.g. after sleep).
         if isinstance(content, dict) and content.get("type") == "refresh" and self.ready:
             await self.send_state()
-
-
-def _milestone(text: str) -> tuple[Any, ...]:
-    """What a viewer must see at once: which job, whether it is active, which model is loaded."""
-    try:
-        state = json.loads(text)
-        job, loaded = state.get("job") or {}, state.get("loaded") or {}
-        return (job.get("id"), job.get("active"), job.get("state"), loaded.get("name"))
-    except (ValueError, AttributeError):
-        return (text,)
-
-
-def _emitted_at(text: str) -> float:
-    try:
-        return float(json.loads(text)["emitted_at"])
-    except (ValueError, KeyError, TypeError):
-        return float("inf")

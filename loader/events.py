@@ -47,9 +47,19 @@ class Throttle:
         return False, False
 
 
+def milestone(state: dict[str, Any]) -> list[Any]:
+    """What a viewer must see at once: which job, whether it is active, which model is loaded."""
+    job, loaded = state.get("job") or {}, state.get("loaded") or {}
+    return [job.get("id"), job.get("active"), job.get("state"), loaded.get("name")]
+
+
 def snapshot_event(state: dict[str, Any]) -> dict[str, Any]:
-    """The group message: the snapshot encoded once here, not once per connected consumer."""
-    return {"type": EVENT_TYPE, "text": json.dumps(state, ensure_ascii=False)}
+    """The group message: the snapshot encoded once here, not once per connected consumer, with
+    what the receiving relay needs to know about it, so it never decodes the text again."""
+    return {
+        "type": EVENT_TYPE, "text": json.dumps(state, ensure_ascii=False),
+        "milestone": milestone(state), "emitted_at": state.get("emitted_at", 0.0),
+    }  # fmt: skip
 
 
 class Publisher:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 from django.db import DatabaseError, close_old_connections, connection
 
@@ -20,7 +19,7 @@ from .events import publisher
 from .models import LoadJob
 from .pipeline import ProgressEvent
 from .process import IDENTITY, SLOT
-from .selectors import job_snapshot, loader_state
+from .selectors import loader_state_safe
 
 log = logging.getLogger("loader.progress")
 
@@ -101,7 +100,7 @@ class ProgressSink:
             close_old_connections()  # a dropped connection is replaced on the next write
             mirror(job, event)
         if not self._stale:
-            publisher.send(state_safe(job), force=stage_changed)
+            publisher.send(loader_state_safe(job), force=stage_changed)
 
 
 def mirror(job: LoadJob, event: ProgressEvent) -> None:
@@ -109,11 +108,3 @@ def mirror(job: LoadJob, event: ProgressEvent) -> None:
     data = event.to_dict()
     job.stage, job.percent, job.message = data["stage"], data["percent"], data["message"]
     job.detail, job.timings = data["detail"], data["timings"]
-
-
-def state_safe(job: LoadJob) -> dict[str, Any]:
-    """The snapshot even when the database cannot be read: the job as this process knows it."""
-    try:
-        return loader_state(job=job)
-    except DatabaseError:
-        return {"type": "snapshot", "job": job_snapshot(job), "loaded": None, "held": [], "emitted_at": time.time()}

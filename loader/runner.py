@@ -29,7 +29,8 @@ from .models import LoadJob
 from .pipeline import LoadCancelled, LoadedModel, LoadError, LoadRequest, ProgressEvent
 from .pipeline.i18n import Msg, gettext_noop
 from .process import IDENTITY, SLOT, TOKENS
-from .progress_sink import ProgressSink, state_safe
+from .progress_sink import ProgressSink
+from .selectors import loader_state_safe
 
 CANCEL_POLL_S = 0.5
 HEARTBEAT_S = 5.0
@@ -48,7 +49,7 @@ def start_job_thread(job_id: int) -> threading.Thread:
         TOKENS.close(job_id)
         job = LoadJob.objects.get(pk=job_id)
         services.job_fail(job=job, code="internal", message=UNEXPECTED, detail=traceback.format_exc())
-        publisher.send(state_safe(job))
+        publisher.send(loader_state_safe(job))
         raise
     return thread
 
@@ -63,7 +64,7 @@ def _thread_main(job_id: int) -> None:
         try:
             job = LoadJob.objects.get(pk=job_id)
             _record(services.job_fail, job=job, code="internal", message=UNEXPECTED, detail=traceback.format_exc())
-            publisher.send(state_safe(job))
+            publisher.send(loader_state_safe(job))
         except Exception:
             log.exception("could not record the crash of job %s", job_id)
     finally:
@@ -207,7 +208,7 @@ def _record(action: Callable[..., Any], **kwargs: Any) -> Any:
 def _finish_publish(job: LoadJob) -> LoadJob:
     with contextlib.suppress(DatabaseError):
         job.refresh_from_db()
-    publisher.send(state_safe(job))
+    publisher.send(loader_state_safe(job))
     return job
 
 

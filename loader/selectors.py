@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 
 from .history import expected_total_seconds
@@ -124,3 +125,12 @@ def loader_state(*, job: LoadJob | None = None) -> dict[str, Any]:
         "held": [loaded_summary(row) for row in holders],
         "emitted_at": time.time(),
     }
+
+
+def loader_state_safe(job: LoadJob) -> dict[str, Any]:
+    """The same message when the database cannot be read (disk full, gone): the job as the owner
+    knows it, nothing loaded claimed."""
+    try:
+        return loader_state(job=job)
+    except DatabaseError:
+        return {"type": "snapshot", "job": job_snapshot(job), "loaded": None, "held": [], "emitted_at": time.time()}

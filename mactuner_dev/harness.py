@@ -174,3 +174,25 @@ def db_rows(server: LiveServer) -> list[dict[str, object]]:
     with sqlite3.connect(server.env["MACTUNER_SQLITE_PATH"]) as db:
         db.row_factory = sqlite3.Row
         return [dict(r) for r in db.execute("select * from loader_loadjob order by id")]
+
+
+WEBSOCKET_HANDSHAKE = (
+    "GET /ws/loader/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\n"
+    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    "Sec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def open_silent(port: int, n: int, first_bytes: str = WEBSOCKET_HANDSHAKE) -> list[socket.socket]:
+    """``n`` connections that send ``first_bytes`` (by default a websocket handshake: the server
+    sees a viewer) and then never read a byte (4 KB receive buffer)."""
+    crowd = []
+    for i in range(n):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        s.sendall(first_bytes.format(port=port).encode())
+        crowd.append(s)
+        if i % 40 == 39:
+            time.sleep(0.05)  # daphne's listen backlog is 50
+    return crowd

@@ -19,28 +19,11 @@ from typing import Any
 
 import pytest
 
+from mactuner_dev.harness import open_silent
+
 from .conftest import PYTHON, ROOT, Api, LiveServer, SocketWatcher, job_of, migrate, server_env, wait_port
 
-HANDSHAKE = (
-    "GET /ws/loader/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\n"
-    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    "Sec-WebSocket-Version: 13\r\n\r\n"
-)
 TCP_ESTABLISHED = 1
-
-
-def open_many(port: int, n: int, first_bytes: str) -> list[socket.socket]:
-    """``n`` connections that send ``first_bytes`` and then never read (4 KB receive buffer)."""
-    crowd = []
-    for i in range(n):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.connect(("127.0.0.1", port))
-        s.sendall(first_bytes.format(port=port).encode())
-        crowd.append(s)
-        if i % 40 == 39:
-            time.sleep(0.05)  # daphne's listen backlog is 50
-    return crowd
 
 
 def closed_by_server(s: socket.socket) -> bool:
@@ -73,7 +56,7 @@ def test_viewers_that_never_read_are_dropped_and_slow_nothing(live_server_factor
     server = live_server_factory(
         MACTUNER_READ_LIMIT_MBPS="60", MACTUNER_WS_UNREAD_BYTES="8192", MACTUNER_WS_SNDBUF_BYTES="4096"
     )
-    crowd = open_many(server.port, 320, HANDSHAKE)
+    crowd = open_silent(server.port, 320)
     try:
         watcher = SocketWatcher(server)
         watcher.next()
@@ -146,7 +129,7 @@ def test_unfinished_headers_time_out_and_a_256_file_limit_is_raised(models_root:
     try:
         viewer = SocketWatcher(server)  # a websocket must outlive the header timeout
         viewer.next()
-        crowd = open_many(server.port, 300, "GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n")
+        crowd = open_silent(server.port, 300, "GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n")
         raised = soft_file_limit(server.proc.pid)  # type: ignore[union-attr]
         assert raised is None or raised > 256
         api = Api(server)  # more descriptors than 256 are open in the server now, and it serves

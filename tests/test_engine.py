@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,19 @@ def shard_fds(folder: Path) -> list[str]:
     return out
 
 
+def cancel_at_first_bytes() -> tuple[threading.Event, list[float], Callable[[ProgressEvent], None]]:
+    """A cancel asked as soon as the weights stage reports its first bytes (the time is kept)."""
+    cancel = threading.Event()
+    asked: list[float] = []
+
+    def on_event(event: ProgressEvent) -> None:
+        if event.stage is Stage.WEIGHTS and event.detail.bytes_done > 0 and not asked:
+            asked.append(time.monotonic())
+            cancel.set()
+
+    return cancel, asked, on_event
+
+
 def stream_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "weights-stream"]
 
@@ -153,14 +167,7 @@ def test_cancel_mid_read_stops_within_a_second_and_frees_everything(
     models_root: Path, monkeypatch: pytest.MonkeyPatch, engine: str
 ) -> None:
     use_engine(monkeypatch, engine)
-    cancel = threading.Event()
-    asked: list[float] = []
-
-    def cancel_mid_read(event: ProgressEvent) -> None:
-        if event.stage is Stage.WEIGHTS and event.detail.bytes_done > 0 and not asked:
-            asked.append(time.monotonic())
-            cancel.set()
-
+    cancel, asked, cancel_mid_read = cancel_at_first_bytes()
     slot = ModelSlot()
     with pytest.raises(LoadCancelled):
         slot.load(LoadRequest(models_root / "medium", device="cpu", read_limit_bps=40e6), cancel_mid_read, cancel)

@@ -17,6 +17,8 @@ from loader.pipeline import LoadCancelled, LoadRequest, ModelSlot, ProgressEvent
 from loader.pipeline.errors import ShardCorrupt
 from mactuner_dev.synth import write_checkpoint
 
+from .test_engine import cancel_at_first_bytes
+
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -58,14 +60,7 @@ def test_cuda_tensors_equal_plain_from_pretrained(models_root: Path, name: str, 
 
 
 def test_cuda_cancel_mid_read_frees_gpu_and_pinned_memory(models_root: Path) -> None:
-    cancel = threading.Event()
-    asked: list[float] = []
-
-    def cancel_mid_read(event: ProgressEvent) -> None:
-        if event.stage is Stage.WEIGHTS and event.detail.bytes_done > 0 and not asked:
-            asked.append(time.monotonic())
-            cancel.set()
-
+    cancel, asked, cancel_mid_read = cancel_at_first_bytes()
     slot = ModelSlot()
     with pytest.raises(LoadCancelled):
         slot.load(LoadRequest(models_root / "medium", device="cuda", read_limit_bps=40e6), cancel_mid_read, cancel)
