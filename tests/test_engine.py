@@ -74,6 +74,7 @@ CASES = [
     ("variants", "f32", "auto"),
     ("variants", "f32", "bfloat16"),
     ("variants", "f16", "bfloat16"),
+    ("models_root", "tiny", "float32"),  # bf16 stored, widened
     ("variants", "bert", "auto"),
 ]
 
@@ -96,6 +97,15 @@ def test_every_tensor_equals_plain_from_pretrained(
     assert mine.keys() == theirs.keys()
     for key, tensor in theirs.items():
         assert mine[key].dtype == tensor.dtype and torch.equal(mine[key], tensor), key
+    buffers, their_buffers = dict(ours.named_buffers()), dict(reference.named_buffers())  # non-persistent too
+    assert buffers.keys() == their_buffers.keys()
+    for key, tensor in their_buffers.items():
+        assert buffers[key].dtype == tensor.dtype and torch.equal(buffers[key], tensor), key
+    assert ours.config.to_dict() == reference.config.to_dict()
+    assert ours.config._attn_implementation == reference.config._attn_implementation  # set by __init__
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        assert torch.equal(ours(ids)[0], reference(ids)[0])  # the same model, not merely the same tensors
     if name == "tied":
         assert ours.lm_head.weight.data_ptr() == ours.model.embed_tokens.weight.data_ptr()
     if reference.can_generate():

@@ -55,6 +55,8 @@ class CheckpointInfo:
     format: str = SAFETENSORS  # or BIN: pytorch_model*.bin, read with the safe unpickler
     # A PEFT adapter loaded over this checkpoint (``adapters.AdapterInfo``); its bytes follow the base's.
     adapter: Any = None
+    # The preflight's meta model (``reuse.Skeleton``): from_pretrained adopts it instead of building again.
+    skeleton: Any = None
 
     @property
     def total_bytes(self) -> int:

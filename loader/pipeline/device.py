@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from typing import Any
 
 from .errors import DeviceUnavailable, InvalidOption
@@ -52,6 +53,23 @@ def resolve_device(requested: str) -> str:
             "torch.cuda.is_available() is False",
         )
     return requested
+
+
+def target_without_torch(requested: str) -> str | None:
+    """The device ``resolve_device`` will choose, when it is known without importing torch (which
+    takes seconds on the first load): "cpu" asked for, or "auto" on Linux with no GPU device node.
+    None when only torch can tell."""
+    if "torch" in sys.modules:
+        try:
+            return resolve_device(requested)
+        except DeviceUnavailable:
+            return None
+    if requested == "cpu":
+        return "cpu"
+    gpu_nodes = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")  # NVIDIA, ROCm, WSL
+    if requested == "auto" and sys.platform.startswith("linux") and not any(map(os.path.exists, gpu_nodes)):
+        return "cpu"
+    return None
 
 
 def available_bytes(device: str) -> int:

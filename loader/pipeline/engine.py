@@ -81,6 +81,13 @@ def layout(index: int, path: Path) -> Shard:
     return Shard(index, path, 8 + header_len, data_len, entries)
 
 
+def converting(dtype: str, info: CheckpointInfo) -> bool:
+    """Whether the requested dtype differs from what every tensor is stored in."""
+    stored = {t.dtype for t in info.tensors.values()}
+    code = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}.get(dtype)
+    return code is not None and stored != {code}
+
+
 def choose(info: CheckpointInfo, target: str, converting: bool, remote_code: bool) -> Choice:
     """Stream when the engine covers the checkpoint exactly; otherwise say why transformers loads it."""
 

@@ -8,6 +8,7 @@ config's own fields and bounds, and the weights the config implies (``skeleton``
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import sys
 import threading
@@ -51,24 +52,28 @@ def warm_imports(progress: Callable[[str, float], None] | None = None) -> None:
         _ = transformers.PreTrainedTokenizerFast, transformers.LlamaConfig, transformers.LlamaForCausalLM
 
 
-def preflight(request: LoadRequest) -> CheckpointInfo:
+def preflight(request: LoadRequest, on_inspected: Callable[[CheckpointInfo], None] | None = None) -> CheckpointInfo:
     """Everything that can be refused before the current model is unloaded.
 
     A PEFT adapter folder is checked over its base: the returned info is the base's, carrying
-    the adapter (``info.adapter``).
+    the adapter (``info.adapter``). ``on_inspected`` is called once the folder's files and headers
+    are checked and before the checks that need torch (the slot starts the reads there).
     """
     devices.validate_options(request.device, request.dtype)
     if detect(request.path) == ADAPTER:
         try:
-            return preflight_adapter(request, _preflight_model)
+            return preflight_adapter(request, functools.partial(_preflight_model, on_inspected=on_inspected))
         except OSError as exc:
             raise FolderUnreadable(
                 gettext_noop("어댑터 폴더의 파일을 읽을 수 없습니다: {name}", name=request.path.name), repr(exc)
             ) from exc
-    return _preflight_model(request)
+    return _preflight_model(request, on_inspected)
 
 
-def _preflight_model(request: LoadRequest) -> CheckpointInfo:
+def _preflight_model(
+    request: LoadRequest, on_inspected: Callable[[CheckpointInfo], None] | None = None
+) -> CheckpointInfo:
+    from .reuse import Skeleton
     from .skeleton import build_meta, check_counts, check_layers, compare, target_dtype
 
     try:
@@ -83,6 +88,8 @@ def _preflight_model(request: LoadRequest) -> CheckpointInfo:
     if remote or info.config.get("quantization_config"):
         return info  # remote code or a quantizer builds its own modules: no plan to check against
     check_layers(info.config, info)
+    if on_inspected is not None:
+        on_inspected(info)
     warm_imports()
     import transformers
 
@@ -91,6 +98,7 @@ def _preflight_model(request: LoadRequest) -> CheckpointInfo:
     dtype = target_dtype(request.dtype, info.config, info)
     model = build_meta(model_cls, config, dtype)
     info.plan = compare(model, info, dtype)
+    info.skeleton = Skeleton(model_cls, config, dtype, model)
     return info
 
 

@@ -12,12 +12,15 @@ import weakref
 from typing import Any
 
 from . import device as devices
+from .checkpoint import CheckpointInfo
 from .errors import DoesNotFit, LoadCancelled, LoaderBusy, LoadError
 from .events import EventCallback
+from .formats import SAFETENSORS, detect
 from .i18n import gettext_noop
 from .request import LoadedModel, LoadRequest
 from .resolve import preflight, warm_imports
 from .stages import Reporter, load_checkpoint
+from .streamed import EarlyReads
 
 
 def _gb(n: float) -> str:
@@ -62,20 +65,31 @@ class ModelSlot:
                 gettext_noop("다른 모델을 로드하는 중입니다. 완료되거나 취소된 뒤 다시 시도하세요."), "slot locked"
             )
         generation = self._generation
+        early = EarlyReads(cancel)
         try:
             # Feedback at once (the first socket message), then the imports and checks move the bar.
             rep = Reporter(on_event, request.lang)
             rep.report(0.0, force=True)
-            warm_imports(lambda module, fraction: rep.preparing_step("imports", fraction, module=module))
-            rep.preparing_step("checking", 0.5)
-            info = preflight(request)
+
+            def imports() -> None:
+                warm_imports(lambda module, fraction: rep.preparing_step("imports", fraction, module=module))
+                rep.preparing_step("checking", 0.5)
+
+            def inspected(info: CheckpointInfo) -> None:
+                """Files and headers checked: the reads start, then the imports and the skeleton."""
+                early.begin(info, request.device, request.dtype, request.allow_remote_code, request.read_limit_bps)
+                imports()
+
+            if detect(request.path) != SAFETENSORS:  # reading .bin headers (or an adapter's base) needs torch
+                imports()
+            info = preflight(request, on_inspected=inspected)
             if generation != self._generation or cancel.is_set():  # abandoned or cancelled while checking:
                 raise LoadCancelled()  # the loaded model stays
             self._check_fits(request, info, max_bytes)
             self._unload_locked()
             failure: LoadError | None = None
             try:
-                loaded = load_checkpoint(request, on_event, cancel, info=info, rep=rep)
+                loaded = load_checkpoint(request, on_event, cancel, info=info, rep=rep, early=early)
                 with self._state:
                     installed = generation == self._generation
                     if installed:
@@ -92,6 +106,7 @@ class ModelSlot:
             devices.release_memory()
             raise failure
         finally:
+            early.close()  # reads begun for a load that was refused or failed before taking them
             lock.release()
 
     def abandon(self) -> None:

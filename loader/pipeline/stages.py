@@ -30,8 +30,9 @@ from .i18n import gettext_noop
 from .metadata import extract_metadata
 from .request import LoadedModel, LoadRequest
 from .resolve import load_config, model_class, preflight, warm_imports
+from .reuse import builder
 from .stream import Stream
-from .streamed import StreamProgress, load_streamed, start_stream
+from .streamed import EarlyReads, StreamProgress, load_streamed, start_stream
 from .weights import load_observed, move_to_device
 
 EMIT_INTERVAL_S = 0.05
@@ -85,20 +86,15 @@ def _check(cancel: threading.Event) -> None:
         raise LoadCancelled()
 
 
-def _converting(request: LoadRequest, info: CheckpointInfo) -> bool:
-    stored = {t.dtype for t in info.tensors.values()}
-    return request.dtype != "auto" and stored != {
-        {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}[request.dtype]
-    }
-
-
 def load_checkpoint(
     request: LoadRequest,
     on_event: EventCallback,
     cancel: threading.Event,
     info: CheckpointInfo | None = None,
     rep: Reporter | None = None,
+    early: EarlyReads | None = None,
 ) -> LoadedModel:
+    """Run the stages; ``early`` holds reads the slot began during the preflight (CPU), if any."""
     if rep is None:
         rep = Reporter(on_event, request.lang)
         rep.report(0.0, force=True)  # feedback at once, before the slow imports
@@ -112,10 +108,17 @@ def load_checkpoint(
     from transformers.utils import logging as hf_logging
 
     target = devices.resolve_device(request.device)
-    converting = _converting(request, info)
-    choice = engine.choose(info, target, converting, request.allow_remote_code)
-    # The reads start now and overlap the tokenizer, config and model-skeleton stages.
-    stream = start_stream(target, choice.shards, cancel, request.read_limit_bps) if choice.engine == STREAM else None
+    converting = engine.converting(request.dtype, info)
+    taken = early.take(target) if early is not None else None
+    stream: Stream | None = None
+    if taken is not None:
+        stream, choice = taken
+    else:
+        choice = engine.choose(info, target, converting, request.allow_remote_code)
+        # The reads start now and overlap the tokenizer, config and model-skeleton stages.
+        stream = (
+            start_stream(target, choice.shards, cancel, request.read_limit_bps) if choice.engine == STREAM else None
+        )
     try:
         return _stages(
             request, rep, cancel, info, target, converting, choice, stream, started, torch, transformers, hf_logging
@@ -153,8 +156,10 @@ def _stages(
     _check(cancel)
 
     rep.enter(Stage.CONFIG)
-    config = load_config(transformers, request)
-    model_cls = model_class(transformers, config)
+    skeleton = info.skeleton
+    # The preflight parsed this folder's config already (the same call); the skeleton holds it.
+    config = skeleton.config if skeleton is not None else load_config(transformers, request)
+    model_cls = builder(model_class(transformers, config), skeleton)
     rep.report(1.0, force=True)
     _check(cancel)
 

@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .engine import Shard, tensor_views
+from .checkpoint import CheckpointInfo
+from .device import target_without_torch
+from .engine import STREAM, Choice, Shard, choose, converting, tensor_views
 from .errors import LoadCancelled
 from .events import WeightsDetail
 from .stream import CpuStream, Stream
@@ -27,6 +29,45 @@ def start_stream(target: str, shards: list[Shard], cancel: threading.Event, read
 
         return CudaStream(shards, cancel, read_limit_bps).start()
     return CpuStream(shards, cancel, read_limit_bps).start()
+
+
+class EarlyReads:
+    """CPU reads that begin as soon as the folder has been checked (headers, safe files), before
+    the imports (seconds on the first load after a start) and the model-skeleton check.
+
+    They land in private mappings of the shard files, i.e. in the page cache: no memory is taken
+    from the model still loaded, so starting before the preflight ends and before the unload
+    costs the user nothing if the load is refused. The stages take the stream once the device is
+    known; a stream they cannot use (the device turned out to be a GPU) is closed.
+    """
+
+    def __init__(self, cancel: threading.Event) -> None:
+        self.cancel = cancel
+        self.stream: Stream | None = None
+        self.choice: Choice | None = None
+        self.started = time.monotonic()
+
+    def begin(self, info: CheckpointInfo, device: str, dtype: str, remote_code: bool, read_limit_bps: float) -> None:
+        if self.stream is not None or target_without_torch(device) != "cpu":
+            return
+        choice = choose(info, "cpu", converting(dtype, info), remote_code)
+        if choice.engine == STREAM:
+            self.started = time.monotonic()
+            self.stream, self.choice = start_stream("cpu", choice.shards, self.cancel, read_limit_bps), choice
+
+    def take(self, target: str) -> tuple[Stream, Choice] | None:
+        stream, choice, self.stream, self.choice = self.stream, self.choice, None, None
+        if stream is None or choice is None:
+            return None
+        if target != "cpu":
+            stream.close()
+            return None
+        return stream, choice
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
 
 
 class StreamProgress:

@@ -1,0 +1,76 @@
+"""CPU reads begin once the folder is checked, before the skeleton check, and never outlive a refusal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loader.pipeline import LoadRequest, ModelSlot
+from loader.pipeline import skeleton as skeleton_module
+from loader.pipeline.errors import DoesNotFit, WeightsMismatch
+from loader.pipeline.stream import CpuStream
+from tests.test_engine import mapped_ranges, shard_fds, stream_threads
+
+
+def reads_during_skeleton(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Chunks read so far, noted at the end of a (slowed) skeleton build."""
+    reads, seen = [0], []
+    real_read, real_build = CpuStream.read, skeleton_module.build_meta
+
+    def read(self: CpuStream, *args: Any) -> None:
+        real_read(self, *args)
+        reads[0] += 1
+
+    def build(*args: Any) -> Any:
+        time.sleep(0.3)  # a slow skeleton check (a deep model): the reads go on meanwhile
+        seen.append(reads[0])
+        return real_build(*args)
+
+    monkeypatch.setattr(CpuStream, "read", read)
+    monkeypatch.setattr(skeleton_module, "build_meta", build)
+    return seen
+
+
+def test_reads_begin_before_the_skeleton_check_and_are_credited(
+    models_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = reads_during_skeleton(monkeypatch)
+    events = []
+    slot = ModelSlot()
+    slot.load(LoadRequest(models_root / "medium", device="cpu"), events.append, threading.Event())
+    assert seen and seen[0] > 0  # bytes landed while the preflight was still checking
+    first = next(e for e in events if e.stage.value == "weights")
+    assert first.detail.prefetched_bytes > 0 and first.detail.engine == "stream"
+    assert slot.loaded is not None and slot.loaded.metadata["engine"] == "stream"
+
+
+@pytest.fixture
+def mismatched(models_root: Path, tmp_path: Path) -> Path:
+    """Headers fine, but config.json asks for a wider model than the shards hold."""
+    path = tmp_path / "mismatched"
+    shutil.copytree(models_root / "medium", path)
+    config = json.loads((path / "config.json").read_text())
+    config["intermediate_size"] = config["intermediate_size"] * 2
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+def test_a_load_refused_after_the_reads_began_keeps_the_model_and_leaks_nothing(
+    models_root: Path, mismatched: Path
+) -> None:
+    slot = ModelSlot()
+    slot.load(LoadRequest(models_root / "tiny", device="cpu"), lambda _e: None, threading.Event())
+    with pytest.raises(WeightsMismatch):
+        slot.load(LoadRequest(mismatched, device="cpu"), lambda _e: None, threading.Event())
+    with pytest.raises(DoesNotFit):
+        slot.load(LoadRequest(models_root / "medium", device="cpu"), lambda _e: None, threading.Event(), max_bytes=1000)
+    assert slot.loaded is not None and slot.loaded.path == models_root / "tiny"  # the refusals cost nothing
+    assert not stream_threads()
+    assert not shard_fds(mismatched) and not mapped_ranges(mismatched)
+    assert not shard_fds(models_root / "medium") and not mapped_ranges(models_root / "medium")
