@@ -7,6 +7,7 @@ admin and the dashboard cannot drift apart in either language.
 from __future__ import annotations
 
 import statistics
+import time
 from typing import Any
 
 from django.utils.translation import gettext_lazy as _
@@ -14,6 +15,8 @@ from django.utils.translation import gettext_lazy as _
 from .models import LoadJob
 
 HISTORY_SAMPLES = 5
+EXPECTED_TTL_S = 1.0
+_EXPECTED: dict[str, tuple[float, float | None]] = {}  # model name -> (when read, median total)
 CHART_STAGES = ("preparing", "tokenizer", "config", "weights", "device", "metadata")
 
 STAGE_LABELS = {
@@ -38,7 +41,28 @@ CACHE_LABELS = {"hot": _("핫"), "cold": _("콜드"), "mixed": _("혼합")}
 
 
 def expected_total_seconds(model_name: str) -> float | None:
-    """Median total of this model's last succeeded loads: the ETA before any byte is read."""
+    """Median total of this model's last succeeded loads: the ETA before any byte is read.
+
+    Every snapshot of an active job carries it (ten a second while loading): a second-old answer
+    is as good an ETA, and the load thread's process is spared a query per snapshot.
+    """
+    now = time.monotonic()
+    cached = _EXPECTED.get(model_name)
+    if cached is not None and now - cached[0] < EXPECTED_TTL_S:
+        return cached[1]
+    value = _expected_total_seconds(model_name)
+    if len(_EXPECTED) > 256:
+        _EXPECTED.clear()
+    _EXPECTED[model_name] = (now, value)
+    return value
+
+
+def forget_expected(model_name: str) -> None:
+    """A load of this model ended here: the next ETA is read afresh."""
+    _EXPECTED.pop(model_name, None)
+
+
+def _expected_total_seconds(model_name: str) -> float | None:
     rows = (
         LoadJob.objects.filter(model_name=model_name, state=LoadJob.State.SUCCEEDED)
         .order_by("-id")

@@ -2,7 +2,8 @@
 
 The load thread only hands each due event over (a queue put); this thread writes the row and
 builds and publishes the snapshot, so the weights never wait on the database or the channel
-layer. A newer progress event supersedes an unsent one; stage changes are never dropped.
+layer. A newer progress event supersedes an unsent one; stage changes are never dropped: what
+piled up during a write becomes one row write (the newest) and a snapshot per stage change.
 ``drain()`` returns once everything handed over is written, so the outcome comes after it.
 """
 
@@ -16,10 +17,10 @@ from django.db import DatabaseError, close_old_connections, connection
 
 from . import processes, services
 from .events import publisher
-from .models import LoadJob
+from .models import LoadJob, ServerProcess
 from .pipeline import ProgressEvent
 from .process import IDENTITY, SLOT
-from .selectors import loader_state_safe
+from .selectors import loader_state_safe, processes_holding
 
 log = logging.getLogger("loader.progress")
 
@@ -70,10 +71,10 @@ class ProgressSink:
                         self._cond.wait()
                     if not self._pending:
                         return
-                    event, stage_changed = self._pending.pop(0)
+                    batch, self._pending = self._pending, []
                     self._busy = True
                 try:
-                    self._write(event, stage_changed)
+                    self._write(batch)
                 except Exception:  # a bug here must not stop the load or hang drain()
                     log.exception("job %s: progress not published", self.job.pk)
                 finally:
@@ -83,24 +84,37 @@ class ProgressSink:
         finally:
             connection.close()
 
-    def _write(self, event: ProgressEvent, stage_changed: bool) -> None:
+    def _write(self, batch: list[tuple[ProgressEvent, bool]]) -> None:
+        """One row write for everything that piled up (the row keeps only the newest anyway), then
+        a snapshot for each stage change in it and for the newest, from one read of the servers."""
         if self._stale:
             return
-        job = self.job
+        job, newest = self.job, batch[-1][0]
         try:
             if not self.recorded_unload and SLOT.loaded is None and IDENTITY.serving:
                 processes.process_record_unloaded()  # the slot dropped the previous model: say so
                 self.recorded_unload = True
-            services.job_progress(job=job, event=event.to_dict())
+            services.job_progress(job=job, event=newest.to_dict())
             self.storage_error = ""
         except DatabaseError as exc:  # disk full, DB gone: the load goes on, viewers still hear it
             if not self.storage_error:
                 log.error("job %s: progress not saved: %r", job.pk, exc)
             self.storage_error = repr(exc)
             close_old_connections()  # a dropped connection is replaced on the next write
-            mirror(job, event)
-        if not self._stale:
-            publisher.send(loader_state_safe(job), force=stage_changed)
+            mirror(job, newest)
+        try:
+            holders: list[ServerProcess] | None = processes_holding()
+        except DatabaseError:
+            holders = None
+        for i, (event, stage_changed) in enumerate(batch):
+            last = i == len(batch) - 1
+            if self._stale or not (stage_changed or last):
+                continue
+            if not last:
+                mirror(job, event)  # the row already holds the newest; the snapshot shows this one
+            elif len(batch) > 1:
+                mirror(job, newest)
+            publisher.send(loader_state_safe(job, holders), force=stage_changed)
 
 
 def mirror(job: LoadJob, event: ProgressEvent) -> None:

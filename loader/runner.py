@@ -11,6 +11,7 @@ every 0.5 s, which is how a CLI owner (no channel) hears it. A database that can
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import threading
 import time
@@ -40,35 +41,35 @@ log = logging.getLogger("loader.runner")
 Listener = Callable[[ProgressEvent], None]
 
 
-def start_job_thread(job_id: int) -> threading.Thread:
-    TOKENS.open(job_id)
-    thread = threading.Thread(target=_thread_main, args=(job_id,), name=f"load-job-{job_id}", daemon=True)
+def start_job_thread(job: LoadJob) -> threading.Thread:
+    """Start the load of the just-committed ``job`` (the view's instance: the thread gets a copy,
+    so it starts without reading the row back and the view may go on serializing its own)."""
+    job = copy.copy(job)
+    TOKENS.open(job.pk)
+    thread = threading.Thread(target=_thread_main, args=(job,), name=f"load-job-{job.pk}", daemon=True)
     try:
         thread.start()
     except RuntimeError:  # no thread could be started (limits, memory): the job must not stay queued
-        TOKENS.close(job_id)
-        job = LoadJob.objects.get(pk=job_id)
+        TOKENS.close(job.pk)
         services.job_fail(job=job, code="internal", message=UNEXPECTED, detail=traceback.format_exc())
         publisher.send(loader_state_safe(job))
         raise
     return thread
 
 
-def _thread_main(job_id: int) -> None:
-    close_old_connections()
+def _thread_main(job: LoadJob) -> None:
     try:
-        job = LoadJob.objects.get(pk=job_id)
-        execute_job(job, TOKENS.open(job_id))
+        execute_job(job, TOKENS.open(job.pk))
     except Exception:  # never let the thread die silently: the job must not stay "running"
-        log.exception("load thread for job %s crashed", job_id)
+        log.exception("load thread for job %s crashed", job.pk)
         try:
-            job = LoadJob.objects.get(pk=job_id)
+            job = LoadJob.objects.get(pk=job.pk)
             _record(services.job_fail, job=job, code="internal", message=UNEXPECTED, detail=traceback.format_exc())
             publisher.send(loader_state_safe(job))
         except Exception:
-            log.exception("could not record the crash of job %s", job_id)
+            log.exception("could not record the crash of job %s", job.pk)
     finally:
-        TOKENS.close(job_id)
+        TOKENS.close(job.pk)
         connection.close()
 
 
@@ -130,11 +131,11 @@ def _supervise(
     sink: ProgressSink, last_event: list[ProgressEvent],
 ) -> LoadJob:  # fmt: skip
     outcome = _Outcome()
-    rss_before = _rss()
     worker = threading.Thread(
         target=_work, args=(outcome, request, on_event, cancel), name=f"load-work-{job.pk}", daemon=True
     )
-    worker.start()
+    worker.start()  # first: nothing on the way to the first byte read waits for this thread's work
+    rss_before = _rss()
     cancelled_at = 0.0
     beat = time.monotonic()
     while worker.is_alive():
@@ -165,14 +166,14 @@ def _supervise(
         _record(services.job_fail, job=job, code="internal", message=UNEXPECTED, detail=outcome.traceback)
     elif outcome.loaded is not None:
         loaded = outcome.loaded
-        _record(processes.process_record_loaded, loaded=loaded)
         final = last_event[0].to_dict()
         ok = _record(
             services.job_succeed, job=job, device=loaded.device, dtype=loaded.dtype, metadata=loaded.metadata,
-            event=final,
+            event=final, loaded=loaded,
         )  # fmt: skip
         if not ok:
             log.warning("job %s finished loading but its row had already ended (reaped?)", job.pk)
+        return _finish_publish(job, reread=not ok)
     if SLOT.loaded is None and IDENTITY.serving:
         _record(processes.process_record_unloaded)
     return _finish_publish(job)
@@ -205,9 +206,11 @@ def _record(action: Callable[..., Any], **kwargs: Any) -> Any:
             delay = min(delay * 2, 5.0)
 
 
-def _finish_publish(job: LoadJob) -> LoadJob:
-    with contextlib.suppress(DatabaseError):
-        job.refresh_from_db()
+def _finish_publish(job: LoadJob, reread: bool = True) -> LoadJob:
+    """Publish the job's final state; ``reread=False`` when our copy is what was just written."""
+    if reread:
+        with contextlib.suppress(DatabaseError):
+            job.refresh_from_db()
     publisher.send(loader_state_safe(job))
     return job
 

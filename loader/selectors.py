@@ -110,13 +110,14 @@ def loaded_summary(row: ServerProcess) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def loader_state(*, job: LoadJob | None = None) -> dict[str, Any]:
+def loader_state(*, job: LoadJob | None = None, holders: list[ServerProcess] | None = None) -> dict[str, Any]:
     """The one message shape: the given job (else the active one, else the latest) and what is loaded.
 
-    ``job`` lets the owner's thread publish its in-memory row without reading it back.
+    ``job`` lets the owner's thread publish its in-memory row without reading it back; ``holders``
+    lets it build several snapshots from one read of the server rows.
     """
     job = job or job_active() or job_latest()
-    holders = processes_holding()
+    holders = processes_holding() if holders is None else holders
     return {
         "type": "snapshot",
         "job": job_snapshot(job),
@@ -127,10 +128,10 @@ def loader_state(*, job: LoadJob | None = None) -> dict[str, Any]:
     }
 
 
-def loader_state_safe(job: LoadJob) -> dict[str, Any]:
+def loader_state_safe(job: LoadJob, holders: list[ServerProcess] | None = None) -> dict[str, Any]:
     """The same message when the database cannot be read (disk full, gone): the job as the owner
     knows it, nothing loaded claimed."""
     try:
-        return loader_state(job=job)
+        return loader_state(job=job, holders=holders)
     except DatabaseError:
         return {"type": "snapshot", "job": job_snapshot(job), "loaded": None, "held": [], "emitted_at": time.time()}

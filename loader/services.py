@@ -16,10 +16,13 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .events import publisher
+from .history import forget_expected
 from .i18n import in_lang
 from .models import LoadJob, ServerProcess
+from .pipeline import LoadedModel
 from .pipeline.i18n import gettext_noop, parts
 from .process import IDENTITY, SLOT, TOKENS, pid_alive
+from .processes import process_record_loaded
 from .selectors import loader_state
 
 S = LoadJob.State
@@ -64,9 +67,9 @@ def publish_state(job: LoadJob | None = None, *, force: bool = True) -> None:
 
 def job_start(
     *, model_name: str, model_path: str, device: str, dtype: str, source: str, requested_by: str = "",
-    lang: str = "ko", then: Callable[[int], Any] | None = None, merge: bool = False,
+    lang: str = "ko", then: Callable[[LoadJob], Any] | None = None, merge: bool = False,
 ) -> LoadJob:  # fmt: skip
-    """Create the queued job and, after commit, run ``then(job_id)`` (the web starts its load
+    """Create the queued job and, after commit, run ``then(job)`` (the web starts its load
     thread there); or raise JobBusy having written nothing.
 
     The partial unique index decides races between threads, processes and the CLI.
@@ -86,7 +89,7 @@ def job_start(
                 owner_host=IDENTITY.host, owner_pid=IDENTITY.pid, heartbeat_at=now, progress_at=now,
             )  # fmt: skip
             if then is not None:
-                transaction.on_commit(lambda: then(job.pk))
+                transaction.on_commit(lambda: then(job))
             publish_state(job)
     except IntegrityError:
         raise JobBusy(LoadJob.objects.filter(state__in=ACTIVE).first()) from None
@@ -119,14 +122,22 @@ def _finish(job: LoadJob, state: str, **fields: Any) -> bool:
     fields.update(state=state, finished_at=now)
     if job.started_at is None:
         fields["started_at"] = now
+    forget_expected(job.model_name)
     return _transition(job, ACTIVE, **fields)
 
 
-def job_succeed(*, job: LoadJob, device: str, dtype: str, metadata: dict[str, Any], event: dict[str, Any]) -> bool:
-    return _finish(
-        job, S.SUCCEEDED, device=device, dtype=dtype, metadata=metadata, percent=100.0, stage="done",
-        message=event["message"], detail=event["detail"], timings=event["timings"],
-    )  # fmt: skip
+def job_succeed(
+    *, job: LoadJob, device: str, dtype: str, metadata: dict[str, Any], event: dict[str, Any],
+    loaded: LoadedModel | None = None,
+) -> bool:  # fmt: skip
+    """The job succeeded; with ``loaded`` this server's row says so in the same transaction."""
+    with transaction.atomic():
+        if loaded is not None:
+            process_record_loaded(loaded=loaded)
+        return _finish(
+            job, S.SUCCEEDED, device=device, dtype=dtype, metadata=metadata, percent=100.0, stage="done",
+            message=event["message"], detail=event["detail"], timings=event["timings"],
+        )  # fmt: skip
 
 
 def _error_fields(code: str, message: str, detail: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import gc
 import logging
 import sys
 import threading
+import time
 from typing import Any
 
 from django.conf import settings
@@ -27,6 +28,9 @@ log = logging.getLogger("loader.startup")
 _started_on: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
 publisher.observers.append(terminal.show)  # FAQ Q10: a server's terminal shows every load it sees
+
+
+IMPORTS_READY = "imports ready in"  # the log line operators (and the test harness) wait for
 
 
 def raise_open_file_limit() -> None:
@@ -106,8 +110,10 @@ def _reap() -> None:
 def _warm() -> None:
     from .pipeline.resolve import warm_imports
 
+    started = time.monotonic()
     try:
         warm_imports()
+        log.info("%s %.1f s (torch, transformers)", IMPORTS_READY, time.monotonic() - started)
     except Exception:
         log.exception("warming imports failed (the first load will import instead)")
     # torch + transformers leave millions of long-lived objects; a full collection over them

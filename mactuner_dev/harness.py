@@ -65,6 +65,22 @@ class LiveServer:
         wait_port(self.port)
         return self
 
+    def wait_warm(self, timeout: float = 120) -> LiveServer:
+        """Wait until the server's start-up import of torch/transformers is done (its log says so).
+
+        A load clicked earlier reads its weights while the imports run, so its weights stage is
+        short; tests that watch a long weights stage start after this.
+        """
+        from loader.startup import IMPORTS_READY
+
+        path = Path(self.log.name)
+        deadline = time.monotonic() + timeout
+        while IMPORTS_READY not in path.read_text(errors="replace"):
+            if time.monotonic() > deadline or (self.proc and self.proc.poll() is not None):
+                raise TimeoutError(f"server on port {self.port} never finished its imports (see {path})")
+            time.sleep(0.1)
+        return self
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()

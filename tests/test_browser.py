@@ -37,7 +37,7 @@ def server(models_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     layouts.write_lora(models_root / "zz-lora", models_root / "tiny", "tiny", seed=9)
     env = server_env(models_root, tmp_path_factory.mktemp("browser") / "db.sqlite3", MACTUNER_READ_LIMIT_MBPS="40")
     migrate(env)
-    live = LiveServer(env).start()
+    live = LiveServer(env).start().wait_warm()  # the tests watch a long weights stage
     yield live
     live.stop()
     shutil.rmtree(broken, ignore_errors=True)

@@ -55,7 +55,7 @@ def wait_all_closed(crowd: list[socket.socket], timeout: float) -> int:
 def test_viewers_that_never_read_are_dropped_and_slow_nothing(live_server_factory: Any) -> None:
     server = live_server_factory(
         MACTUNER_READ_LIMIT_MBPS="60", MACTUNER_WS_UNREAD_BYTES="8192", MACTUNER_WS_SNDBUF_BYTES="4096"
-    )
+    ).wait_warm()
     crowd = open_silent(server.port, 320)
     try:
         watcher = SocketWatcher(server)

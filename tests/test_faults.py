@@ -80,7 +80,7 @@ def test_redis_restart_mid_load_keeps_the_load_and_clients_see_the_end(live_serv
     port = free_port()
     redis = _start_redis(port)
     try:
-        server = live_server_factory(REDIS_URL=f"redis://127.0.0.1:{port}/0", MACTUNER_READ_LIMIT_MBPS="25")
+        server = live_server_factory(REDIS_URL=f"redis://127.0.0.1:{port}/0", MACTUNER_READ_LIMIT_MBPS="25").wait_warm()
         api = Api(server)
         watcher = SocketWatcher(server)
         watcher.next()
@@ -102,7 +102,7 @@ def test_redis_restart_mid_load_keeps_the_load_and_clients_see_the_end(live_serv
 
 
 def test_clients_that_never_read_do_not_stop_the_load_or_other_clients(live_server_factory: Any) -> None:
-    server = live_server_factory(MACTUNER_READ_LIMIT_MBPS="60")
+    server = live_server_factory(MACTUNER_READ_LIMIT_MBPS="60").wait_warm()
     stuck = []
     for _ in range(5):  # complete the websocket handshake, then never read a byte
         s = socket.create_connection(("127.0.0.1", server.port))
@@ -126,7 +126,7 @@ def test_clients_that_never_read_do_not_stop_the_load_or_other_clients(live_serv
 
 
 def test_websocket_reconnect_mid_load_gets_the_current_state_first(live_server_factory: Any) -> None:
-    server = live_server_factory(MACTUNER_READ_LIMIT_MBPS="30")
+    server = live_server_factory(MACTUNER_READ_LIMIT_MBPS="30").wait_warm()
     api = Api(server)
     first = SocketWatcher(server)
     first.next()

@@ -33,10 +33,10 @@ def dead_share(monkeypatch: pytest.MonkeyPatch) -> Any:
     release = threading.Event()
     real = slot_module.preflight
 
-    def blocked(request: Any) -> Any:
+    def blocked(request: Any, **kwargs: Any) -> Any:
         if request.path.name == "medium":
             release.wait(120)
-        return real(request)
+        return real(request, **kwargs)
 
     monkeypatch.setattr(slot_module, "preflight", blocked)
     yield release
@@ -101,7 +101,7 @@ def test_a_full_disk_during_a_load_keeps_the_outcome_and_never_blames_a_live_own
 ) -> None:
     env = server_env(models_root, tiny_disk / "jobs.sqlite3", MACTUNER_READ_LIMIT_MBPS="40")
     migrate(env)
-    server = LiveServer(env).start()
+    server = LiveServer(env).start().wait_warm()
     try:
         api = Api(server)
         status, body = api.call("POST", "/api/load", {"model": "medium", "device": "cpu"})

@@ -64,7 +64,7 @@ def test_snapshots_follow_a_web_load_to_success() -> None:
         job = await database_sync_to_async(services.job_start)(
             model_name="tiny", model_path=str(_models_dir() / "tiny"), device="cpu", dtype="auto", source="web"
         )
-        runner.start_job_thread(job.pk)
+        runner.start_job_thread(job)
         messages = await receive_until_final(comm)
         jobs = [m["job"] for m in messages]
         assert all(m["type"] == "snapshot" for m in messages)
@@ -91,7 +91,7 @@ def test_late_joiner_gets_the_running_job_first(settings: Any) -> None:
         )
         early = await connect()
         await early.receive_json_from(timeout=5)
-        runner.start_job_thread(job.pk)
+        runner.start_job_thread(job)
         for _ in range(200):
             current = await database_sync_to_async(LoadJob.objects.get)(pk=job.pk)
             if current.stage == "weights" and current.percent > 41:
