@@ -16,6 +16,7 @@ import gc
 import statistics
 import subprocess
 import time
+from datetime import datetime
 
 from common import OUT, checkpoint, evict, shard_files, timed, touch_all, warm
 
@@ -44,12 +45,19 @@ def main() -> None:
     api, watcher = Api(server), SocketWatcher(server)
     watcher.next()
 
+    first_bytes: list[float] = []
+
     def web() -> None:
+        sent = time.time()
         status, body = api.call("POST", "/api/load", {"model": path.name, "device": args.device, "dtype": "auto"})
         assert status == 202, body
         job_id = body["job"]["id"]  # type: ignore[index]
         final = watcher.until(lambda m: job_of(m).get("id") == job_id and not job_of(m)["active"], timeout=600)
-        assert job_of(final)["state"] == "succeeded", final
+        job = job_of(final)
+        assert job["state"] == "succeeded", final
+        # The server's own clock (same machine): row created + "first_byte" after it, from our send.
+        created = datetime.fromisoformat(job["created_at"]).timestamp()
+        first_bytes.append(created + job["timings"]["first_byte"] - sent)
 
     def plain() -> None:
         transformers.AutoTokenizer.from_pretrained(str(path))
@@ -87,6 +95,9 @@ def main() -> None:
     print(
         f"checkpoint: {path.name}, {size / 1e9:.2f} GB in {args.shards} shards, bf16, device {args.device}, best of {args.runs}"
     )
+    ms = sorted(1000 * t for t in first_bytes)
+    print(f"  POST sent -> first weights byte read: median {statistics.median(ms):.1f} ms, max {ms[-1]:.1f} ms "
+          f"(n={len(ms)}, hot and cold)")  # fmt: skip
     for mode, times in report.items():
         best = {k: min(v) for k, v in times.items()}
         med = {k: statistics.median(v) for k, v in times.items()}

@@ -101,7 +101,7 @@ def execute_job(job: LoadJob, cancel: threading.Event, listener: Listener | None
         Path(job.model_path), job.device_requested, job.dtype_requested,
         allow_remote_code=settings.MACTUNER_TRUST_REMOTE_CODE,
         read_limit_bps=settings.MACTUNER_READ_LIMIT_MBPS * 1e6, lang=job.lang, name=job.model_name,
-        merge=job.merge, base_resolver=resolve_base,
+        merge=job.merge, base_resolver=resolve_base, requested_at=job.created_at.timestamp(),
     )  # fmt: skip
     throttle = Throttle()
     muted = threading.Event()

@@ -74,3 +74,13 @@ def test_a_load_refused_after_the_reads_began_keeps_the_model_and_leaks_nothing(
     assert not stream_threads()
     assert not shard_fds(mismatched) and not mapped_ranges(mismatched)
     assert not shard_fds(models_root / "medium") and not mapped_ranges(models_root / "medium")
+
+
+def test_timings_say_how_long_the_request_waited_for_its_thread_and_its_first_byte(models_root: Path) -> None:
+    asked = time.time() - 0.05  # as if the request had waited 50 ms before the load began
+    slot = ModelSlot()
+    loaded = slot.load(
+        LoadRequest(models_root / "tiny", device="cpu", requested_at=asked), lambda _e: None, threading.Event()
+    )
+    timings = loaded.metadata["timings"]
+    assert 0.05 <= timings["queued"] < timings["first_byte"] < time.time() - asked

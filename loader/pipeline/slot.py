@@ -8,6 +8,7 @@ model they already have.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -69,6 +70,8 @@ class ModelSlot:
         try:
             # Feedback at once (the first socket message), then the imports and checks move the bar.
             rep = Reporter(on_event, request.lang)
+            if request.requested_at:
+                rep.timings["queued"] = round(max(time.time() - request.requested_at, 0.0), 4)
             rep.report(0.0, force=True)
 
             def imports() -> None:

@@ -183,6 +183,8 @@ def _stages(
                 stream, progress, model_cls, config, dtype_arg, target, request.path, cancel, set_hook
             )
             rep.timings["weights_open"] = round(stream.open_s, 4)  # files + destination memory ready
+            if request.requested_at and stream.first_read_at:
+                rep.timings["first_byte"] = round(stream.first_read_at - request.requested_at, 4)
         else:
             model = load_observed(
                 info, request, model_cls, dtype_arg, target, converting, detail, rep.report, cancel, set_hook

@@ -77,6 +77,7 @@ class Stream:
         self.shard = 1 if shards else 0
         self.error: LoadError | None = None
         self.open_s = 0.0  # files opened, destination memory ready (benchmarks print it)
+        self.first_read_at: float | None = None  # wall clock: the request's "first byte" timing
         self.cache = "unknown"
         self.fds: list[int] = []
         self.started = time.monotonic()
@@ -147,6 +148,7 @@ class Stream:
                         return
                     time.sleep(min(wait, 0.05))
                 self.read(k, off, n)
+                self.first_read_at = self.first_read_at or time.time()
                 self.credit(n)
         except BaseException as exc:  # noqa: BLE001
             self._fail(exc)
