@@ -23,7 +23,7 @@ from .errors import (
     UnsafeFile,
 )
 from .formats import ADAPTER, BIN, BIN_INDEX, BIN_NAME, NONE, SAFETENSORS, detect, quant_refusal, refuse
-from .header import DTYPE_BYTES, MAX_HEADER_BYTES, read_header
+from .header import DTYPE_BYTES, MAX_HEADER_BYTES, read_shard
 from .i18n import gettext_noop
 from .safefs import CONFIG_CAP, JsonUnreadable, check_file, check_folder_files, folder_root, read_json
 from .torchbin import read_bin
@@ -41,6 +41,8 @@ class TensorInfo:
     numel: int
     nbytes: int
     shape: tuple[int, ...] = ()
+    start: int = -1  # offsets in its shard's data section (safetensors; -1 for .bin)
+    end: int = -1
 
 
 @dataclass
@@ -50,6 +52,7 @@ class CheckpointInfo:
     shard_files: list[Path] = field(default_factory=list)
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
     root: Path | None = None
+    data_starts: list[int] = field(default_factory=list)  # per shard: file offset of the tensor data
     # What the config implies (``skeleton.TensorPlan``), set by the preflight once it is checked.
     plan: Any = None
     format: str = SAFETENSORS  # or BIN: pytorch_model*.bin, read with the safe unpickler
@@ -195,12 +198,13 @@ def _refuse_format(path: Path, config: dict[str, Any] | None = None) -> None:
         raise quant
 
 
-def _tensors(file: Path, root: Path) -> dict[str, TensorInfo]:
+def _tensors(file: Path, root: Path) -> tuple[int, dict[str, TensorInfo]]:
     if file.name.endswith(".safetensors"):
-        return {
-            n: TensorInfo(0, e.dtype, e.numel, e.end - e.start, e.shape) for n, e in read_header(file, root).items()
+        data_start, entries = read_shard(file, root)
+        return data_start, {
+            n: TensorInfo(0, e.dtype, e.numel, e.end - e.start, e.shape, e.start, e.end) for n, e in entries.items()
         }
-    return {n: TensorInfo(0, t.dtype, t.numel, t.nbytes, t.shape) for n, t in read_bin(file, root).items()}
+    return 0, {n: TensorInfo(0, t.dtype, t.numel, t.nbytes, t.shape) for n, t in read_bin(file, root).items()}
 
 
 def inspect_checkpoint(path: Path) -> CheckpointInfo:
@@ -217,7 +221,7 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
     info.format = SAFETENSORS if info.shard_files[0].name.endswith(".safetensors") else BIN
     for k, file in enumerate(info.shard_files, start=1):
         try:
-            entries = _tensors(file, root)
+            data_start, entries = _tensors(file, root)
         except PermissionError as exc:
             raise FolderUnreadable(
                 gettext_noop("가중치 파일을 읽을 수 없습니다(권한): {name}", name=file.name), repr(exc)
@@ -230,4 +234,5 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
                 )
             e.shard = k
             info.tensors[name] = e
+        info.data_starts.append(data_start)
     return info

@@ -23,9 +23,7 @@ Why hand-written reads rather than a library (checked 2026-11, safetensors 0.8 i
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,19 +64,16 @@ class Choice:
     shards: list[Shard] = field(default_factory=list)
 
 
-def layout(index: int, path: Path) -> Shard:
-    """Tensor offsets of one shard (preflight already validated the header; this re-reads it)."""
-    with path.open("rb") as fh:
-        (header_len,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(header_len))
-    entries = [
-        Entry(name, e["dtype"], [int(d) for d in e["shape"]], int(e["data_offsets"][0]), int(e["data_offsets"][1]))
-        for name, e in header.items()
-        if name != "__metadata__"
-    ]
-    entries.sort(key=lambda e: e.start)
-    data_len = max((e.end for e in entries), default=0)
-    return Shard(index, path, 8 + header_len, data_len, entries)
+def layout(info: CheckpointInfo) -> list[Shard]:
+    """Every shard's tensors in file order, from the headers the preflight read and validated."""
+    grouped: list[list[Entry]] = [[] for _ in info.shard_files]
+    for name, t in info.tensors.items():
+        grouped[t.shard - 1].append(Entry(name, t.dtype, list(t.shape), t.start, t.end))
+    shards = []
+    for k, (path, entries) in enumerate(zip(info.shard_files, grouped, strict=True), start=1):
+        entries.sort(key=lambda e: e.start)
+        shards.append(Shard(k, path, info.data_starts[k - 1], max((e.end for e in entries), default=0), entries))
+    return shards
 
 
 def converting(dtype: str, info: CheckpointInfo) -> bool:
@@ -113,7 +108,7 @@ def choose(info: CheckpointInfo, target: str, converting: bool, remote_code: boo
         return fallback(f"dtypes the engine does not map: {', '.join(odd)}")
     if target == "cuda" and converting:
         return fallback("dtype conversion on cuda: the stored dtype would need a second GPU copy")
-    shards = [layout(k, f) for k, f in enumerate(info.shard_files, start=1)]
+    shards = layout(info)
     for shard in shards:
         for e in shard.entries:
             size = ITEMSIZE[e.dtype]

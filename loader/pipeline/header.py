@@ -114,6 +114,11 @@ def _read_raw(fh: IO[bytes], file: Path, size: int) -> tuple[int, Any]:
 
 def read_header(file: Path, root: Path) -> dict[str, HeaderEntry]:
     """Every tensor of one shard, validated; raises ``ShardCorrupt`` for any malformed header."""
+    return read_shard(file, root)[1]
+
+
+def read_shard(file: Path, root: Path) -> tuple[int, dict[str, HeaderEntry]]:
+    """(file offset of the data section, every tensor), validated as ``read_header`` says."""
     with open_regular(file, root) as (fh, size):
         header_len, header = _read_raw(fh, file, size)
     if not isinstance(header, dict):
@@ -133,4 +138,4 @@ def read_header(file: Path, root: Path) -> dict[str, HeaderEntry]:
         cursor = end
     if cursor != data_len:
         raise _corrupt(file, f"tensor data ends at {cursor} but the file holds {data_len} data bytes")
-    return entries
+    return 8 + header_len, entries

@@ -133,14 +133,14 @@ def _take_ring(nbytes: int) -> Any:
 def _cached_share(fd: int, shard: Shard) -> float | None:
     import mmap
 
-    from .stream import _address, resident_fraction
+    from .stream import _address, sampled_resident_fraction
 
     if shard.data_len == 0:
         return None
     mm = mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE)
     address, anchor = _address(mm)
     try:
-        return resident_fraction(address + shard.data_start, shard.data_len)
+        return sampled_resident_fraction(address + shard.data_start, shard.data_len)
     finally:
         del anchor
         mm.close()

@@ -23,6 +23,7 @@ from .errors import LoadError, ShardCorrupt, ShardMissing
 from .i18n import gettext_noop
 
 CHUNK = 16 << 20
+FIRST_CHUNK = 1 << 20
 PAGE = mmap.PAGESIZE
 MADV_POPULATE_READ = 22
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -47,6 +48,19 @@ def resident_fraction(address: int, length: int) -> float | None:
     return (pages - bytes(vec).count(0)) / pages  # Linux sets only bit 0; counted in C, not per page
 
 
+def sampled_resident_fraction(address: int, length: int, windows: int = 64) -> float | None:
+    """``resident_fraction`` from ``windows`` spread-out runs of 4 pages: a 30 GB checkpoint has
+    7 M pages and mincore over all of them costs ~0.3 s before the first read; a sample decides
+    hot/cold/mixed (90 % / 10 %) as well in well under a millisecond."""
+    span = 4 * PAGE
+    if length <= windows * span:
+        return resident_fraction(address, length)
+    step = (length - span) // (windows - 1)
+    shares = [resident_fraction(address + i * step, span) for i in range(windows)]
+    known = [s for s in shares if s is not None]
+    return sum(known) / len(known) if known else None
+
+
 def cache_state(fractions: list[tuple[float | None, int]]) -> str:
     known = [(f, n) for f, n in fractions if f is not None]
     if not known:
@@ -66,6 +80,9 @@ class Stream:
         self.chunks = [
             (k, off, min(chunk, s.data_len - off)) for k, s in enumerate(shards) for off in range(0, s.data_len, chunk)
         ]
+        if self.chunks and self.chunks[0][2] > FIRST_CHUNK:  # the first bytes land (and the bar moves) sooner
+            k, off, n = self.chunks[0]
+            self.chunks[:1] = [(k, off, FIRST_CHUNK), (k, off + FIRST_CHUNK, n - FIRST_CHUNK)]
         self.total = sum(s.data_len for s in shards)
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -218,7 +235,7 @@ class CpuStream(Stream):
         self.anchors = [_address(m) for m in self.maps]
         self.cache = cache_state(
             [
-                (resident_fraction(a + s.data_start, s.data_len), s.data_len)
+                (sampled_resident_fraction(a + s.data_start, s.data_len), s.data_len)
                 for (a, _), s in zip(self.anchors, self.shards, strict=True)
             ]
         )
