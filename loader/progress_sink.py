@@ -23,6 +23,7 @@ from .process import IDENTITY, SLOT
 from .selectors import loader_state_safe, processes_holding
 
 log = logging.getLogger("loader.progress")
+HOLDERS_TTL_S = 1.0
 
 
 class ProgressSink:
@@ -35,6 +36,7 @@ class ProgressSink:
         self._stale = False
         self.recorded_unload = False
         self.storage_error = ""
+        self._held: tuple[float, list[ServerProcess]] | None = None
         self._thread = threading.Thread(target=self._run, name=f"load-progress-{job.pk}", daemon=True)
         self._thread.start()
 
@@ -89,11 +91,11 @@ class ProgressSink:
         a snapshot for each stage change in it and for the newest, from one read of the servers."""
         if self._stale:
             return
-        job, newest = self.job, batch[-1][0]
+        job, newest, unloaded = self.job, batch[-1][0], False
         try:
             if not self.recorded_unload and SLOT.loaded is None and IDENTITY.serving:
                 processes.process_record_unloaded()  # the slot dropped the previous model: say so
-                self.recorded_unload = True
+                self.recorded_unload = unloaded = True
             services.job_progress(job=job, event=newest.to_dict())
             self.storage_error = ""
         except DatabaseError as exc:  # disk full, DB gone: the load goes on, viewers still hear it
@@ -102,10 +104,7 @@ class ProgressSink:
             self.storage_error = repr(exc)
             close_old_connections()  # a dropped connection is replaced on the next write
             mirror(job, newest)
-        try:
-            holders: list[ServerProcess] | None = processes_holding()
-        except DatabaseError:
-            holders = None
+        holders = self._holders(fresh=unloaded)
         for i, (event, stage_changed) in enumerate(batch):
             last = i == len(batch) - 1
             if self._stale or not (stage_changed or last):
@@ -115,6 +114,17 @@ class ProgressSink:
             elif len(batch) > 1:
                 mirror(job, newest)
             publisher.send(loader_state_safe(job, holders), force=stage_changed)
+
+    def _holders(self, fresh: bool) -> list[ServerProcess] | None:
+        """The servers' models for the snapshots, read at most once a second (they change when our
+        slot unloads, which ``fresh`` says, or when another server loads): a write saves a query."""
+        now = time.monotonic()
+        if fresh or self._held is None or now - self._held[0] > HOLDERS_TTL_S:
+            try:
+                self._held = (now, processes_holding())
+            except DatabaseError:
+                return None
+        return self._held[1]
 
 
 def mirror(job: LoadJob, event: ProgressEvent) -> None:

@@ -27,8 +27,8 @@ def start_stream(target: str, shards: list[Shard], cancel: threading.Event, read
     if target == "cuda":
         from .staging import CudaStream
 
-        return CudaStream(shards, cancel, read_limit_bps).start()
-    return CpuStream(shards, cancel, read_limit_bps).start()
+        return CudaStream(shards, cancel, read_limit_bps).start()  # its ring is pinned off this thread
+    return CpuStream(shards, cancel, read_limit_bps).start(open_here=True)
 
 
 class EarlyReads:
