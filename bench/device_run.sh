@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA tests, CUDA checks and CUDA engine benchmarks as ONE prepared run on a GPU machine whose
-# python3 already has torch (transformers 5.24 and the Django test side come as wheels in .whl/):
+# python3 already has torch (transformers 5.24, Django and daphne come as wheels in .whl/, fetched by
+# scripts/gpu_wheels.sh):
 #   bash bench/device_run.sh          (reports under $OUT, default bench/out; each step has a timeout)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,3 +26,11 @@ step cuda_check 45 $PY cuda_check.py
 step engine_cuda_1g 80 $PY engine_bench.py --device cuda --runs 3
 # SKIP_8G=1: a re-check of the merged code that fits a small remaining device budget.
 [ "${SKIP_8G:-}" = 1 ] || step engine_cuda_8g 180 $PY engine_bench.py --device cuda --params 4B --shards 4 --runs 3
+# The web path on the GPU (POST -> daphne -> load thread -> websocket "succeeded", against plain
+# transformers and cat, hot and cold) when the wheels from scripts/gpu_wheels.sh brought daphne.
+if $PY -c "import daphne, channels, django" 2>/dev/null; then
+  step web_path_cuda_1g 150 $PY web_path.py --device cuda --runs 3
+  [ "${SKIP_8G:-}" = 1 ] || step web_path_cuda_8g 300 $PY web_path.py --device cuda --params 4B --shards 4 --runs 3
+else
+  echo "== web_path: skipped (no daphne: run scripts/gpu_wheels.sh and carry .whl)" | tee -a "$OUT/log.txt"
+fi
