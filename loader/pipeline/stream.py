@@ -141,6 +141,8 @@ class Stream:
         self.open()
         if self.limit <= 0 and self.hot_chunk() > CHUNK:
             self.chunks = self._plan(self.hot_chunk())  # before any reader starts
+            # Paging in cached bytes is CPU work, not waiting: leave a core to the load thread.
+            self.threads = max(1, min(self.threads, (os.cpu_count() or 2) - 1))
         self.open_s = time.monotonic() - t0
         self.opened.set()
 
