@@ -32,10 +32,11 @@ log = logging.getLogger("loader.events")
 class Throttle:
     """When a job's progress is persisted and published; one instance per running job."""
 
-    def __init__(self, interval_s: float = INTERVAL_S) -> None:
+    def __init__(self, interval_s: float = INTERVAL_S, sent_stage: str = "") -> None:
+        """``sent_stage``: a snapshot at this stage has just gone out (the first event may wait)."""
         self.interval_s = interval_s
-        self.last = 0.0
-        self.stage = ""
+        self.last = time.monotonic() if sent_stage else 0.0
+        self.stage = sent_stage
 
     def due(self, stage: str) -> tuple[bool, bool]:
         """(send now?, is it a stage change?) — a stage change always goes out."""

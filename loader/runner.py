@@ -103,7 +103,9 @@ def execute_job(job: LoadJob, cancel: threading.Event, listener: Listener | None
         read_limit_bps=settings.MACTUNER_READ_LIMIT_MBPS * 1e6, lang=job.lang, name=job.model_name,
         merge=job.merge, base_resolver=resolve_base, requested_at=job.created_at.timestamp(),
     )  # fmt: skip
-    throttle = Throttle()
+    # job_start published this job at "preparing 0 %" a moment ago: the load's own first event
+    # says nothing new, and skipping its write leaves the load's first milliseconds to the load.
+    throttle = Throttle(sent_stage=job.stage)
     muted = threading.Event()
     sink = ProgressSink(job)
     last_event: list[ProgressEvent] = []
