@@ -5,13 +5,13 @@ loop as soon as the module is imported, so it runs when the server starts (not a
 request); under any other ASGI server it runs on the first call. It binds the publisher to the
 serving loop, starts this process's agent (its row, channel and heartbeat), raises the open-file
 limit, and in background threads reaps jobs a killed server left active and warms the heavy
-imports. Every failure is logged; none stops the server.
+imports (``warming``: without holding up the requests answered meanwhile). Every failure is
+logged; none stops the server.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import sys
 import threading
@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from . import warming
 from .events import publisher
 from .terminal import terminal
 
@@ -91,7 +92,10 @@ class ServerStartup:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
         if _started_on is not asyncio.get_running_loop():
             await start_on_this_loop()
-        return await self.app(scope, receive, send)
+        if scope.get("type") != "http":
+            return await self.app(scope, receive, send)
+        with warming.REQUESTS.answering():  # the imports warming meanwhile give way (``warming``)
+            return await self.app(scope, receive, send)
 
 
 def _reap() -> None:
@@ -108,18 +112,8 @@ def _reap() -> None:
 
 
 def _warm() -> None:
-    from .pipeline.resolve import warm_imports
-
-    started = time.monotonic()
-    try:
-        warm_imports()
-        log.info("%s %.1f s (torch, transformers)", IMPORTS_READY, time.monotonic() - started)
-    except Exception:
-        log.exception("warming imports failed (the first load will import instead)")
-    # torch + transformers leave millions of long-lived objects; a full collection over them
-    # stalls the event loop ~0.2 s (late websocket updates). Freeze them out of the collector,
-    # unless a load already started: its model must stay collectable.
     from .process import SLOT
 
-    if not SLOT.busy and SLOT.loaded is None:
-        gc.freeze()
+    started = time.monotonic()
+    if warming.warm(is_idle=lambda: not SLOT.busy and SLOT.loaded is None):
+        log.info("%s %.1f s (torch, transformers)", IMPORTS_READY, time.monotonic() - started)
