@@ -163,9 +163,8 @@ def main() -> None:
                 extra["REDIS_URL"] = REDIS_URL
             env = server_env(OUT, OUT / f"latency-{layer}.sqlite3", **extra)
             migrate(env)
-            servers = [LiveServer(env).start() for _ in range(2 if layer == "redis" else 1)]
+            servers = [LiveServer(env).start().wait_warm() for _ in range(2 if layer == "redis" else 1)]
             try:
-                time.sleep(4)  # let the servers finish warming their imports
                 r = asyncio.run(run_case(servers, n, model, kind))
             finally:
                 for s in servers:
