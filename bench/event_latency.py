@@ -139,6 +139,9 @@ def main() -> None:
     parser.add_argument("--client", default="raw", help="raw (kernel-stamped), websockets (the library), or both")
     parser.add_argument("--repeat", type=int, default=1, help="run every case this many times, interleaved")
     args = parser.parse_args()
+    import django
+
+    django.setup()  # ``wait_warm`` reads the start-up module's log line constant
     big = checkpoint("llama-500m-4", "500M", 4).name
     from mactuner_dev.synth import write_checkpoint
 
