@@ -121,13 +121,15 @@ def _link_torch_without_the_gil() -> None:
     The import then finds both loaded. Nothing is imported here; anything unexpected (another
     platform or layout) leaves the work to the import.
     """
-    if "torch" in sys.modules or sys.platform not in ("linux", "darwin") or os.getenv("TORCH_USE_RTLD_GLOBAL"):
+    # Linux only: how macOS's dyld treats a library opened ahead by its path was not checked on a
+    # Mac, and a second copy of libtorch in one process would break torch; there the import links it.
+    if "torch" in sys.modules or not sys.platform.startswith("linux") or os.getenv("TORCH_USE_RTLD_GLOBAL"):
         return
     try:
         spec = importlib.util.find_spec("torch")
         if spec is None or spec.origin is None:
             return
-        lib, ext = Path(spec.origin).parent / "lib", ".dylib" if sys.platform == "darwin" else ".so"
+        lib, ext = Path(spec.origin).parent / "lib", ".so"
         dlopen = ctypes.CDLL(None).dlopen
         dlopen.restype, dlopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_int]
         for name, scope in (("libtorch_global_deps", os.RTLD_GLOBAL), ("libtorch_cpu", os.RTLD_LOCAL)):
