@@ -15,8 +15,10 @@ loop-lag probe and a tracing wrapper, bench/results/cpu-first_message-s14.txt):
 - **Sharing the GIL.** The import is Python bytecode most of the time; a request thread gets
   the GIL back only every switch interval (5 ms), after each system call it makes. While an
   HTTP request is being answered the importing thread waits before each module it imports,
-  for up to ``GIVE_WAY_S`` per stretch of requests (after that a request may be waiting on
-  the import itself, or they never stop: the import goes on).
+  until ``GIVE_WAY_S`` after the newest request began (after that a request may be waiting on
+  the import itself) and ``GIVE_WAY_TOTAL_S`` in all (requests that never stop cannot starve
+  it). Per request, not per stretch: a status request arriving while slow list requests run
+  is given way too.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from types import ModuleType
 
 log = logging.getLogger("loader.warming")
 GIVE_WAY_S = 0.25
+GIVE_WAY_TOTAL_S = 2.0
 
 
 class Requests:
@@ -45,14 +48,15 @@ class Requests:
 
     def __init__(self) -> None:
         self._count = 0
-        self._since = 0.0  # when the current stretch of requests began
+        self._latest = 0.0  # when the newest request began
+        self.given = 0.0  # seconds the import has waited so far
         self.idle = threading.Event()
         self.idle.set()
 
     @contextlib.contextmanager
     def answering(self) -> Iterator[None]:
+        self._latest = time.monotonic()
         if self._count == 0:
-            self._since = time.monotonic()
             self.idle.clear()
         self._count += 1
         try:
@@ -63,11 +67,14 @@ class Requests:
                 self.idle.set()
 
     def give_way(self) -> None:
-        """Wait while requests are answered, up to ``GIVE_WAY_S`` after their stretch began."""
+        """Wait while requests are answered, up to ``GIVE_WAY_S`` after the newest began and
+        ``GIVE_WAY_TOTAL_S`` over the whole warming."""
         if not self.idle.is_set():
-            left = self._since + GIVE_WAY_S - time.monotonic()
+            now = time.monotonic()
+            left = min(self._latest + GIVE_WAY_S - now, GIVE_WAY_TOTAL_S - self.given)
             if left > 0:
                 self.idle.wait(left)
+                self.given += time.monotonic() - now
 
 
 REQUESTS = Requests()

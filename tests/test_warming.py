@@ -6,6 +6,7 @@ import gc
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -78,3 +79,25 @@ def test_libtorch_is_linked_before_torch_is_imported_and_torch_still_works() -> 
     )
     out = subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "True", "6.0"]
+
+
+def test_a_request_arriving_late_in_a_stretch_is_given_way_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(warming, "GIVE_WAY_S", 0.2)
+    requests = warming.Requests()
+    with requests.answering():  # a slow request (a list of huge configs)
+        time.sleep(0.3)
+        requests.give_way()  # its allowance is spent: no wait
+        assert requests.given < 0.1
+        with requests.answering():  # a status request arriving now
+            requests.give_way()
+        assert requests.given >= 0.15  # waited for the new request's allowance
+
+
+def test_requests_that_never_stop_cannot_starve_the_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(warming, "GIVE_WAY_S", 60.0)
+    monkeypatch.setattr(warming, "GIVE_WAY_TOTAL_S", 0.3)
+    requests = warming.Requests()
+    with requests.answering():
+        for _ in range(5):
+            requests.give_way()
+    assert 0.25 <= requests.given < 1.0  # the whole warming gives way 0.3 s at most
