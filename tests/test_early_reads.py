@@ -13,8 +13,8 @@ import pytest
 
 from loader.pipeline import LoadRequest, ModelSlot
 from loader.pipeline import skeleton as skeleton_module
+from loader.pipeline.cpu_stream import CpuStream
 from loader.pipeline.errors import DoesNotFit, WeightsMismatch
-from loader.pipeline.stream import CpuStream
 from tests.test_engine import mapped_ranges, shard_fds, stream_threads
 
 

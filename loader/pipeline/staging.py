@@ -38,7 +38,7 @@ class CudaStream(Stream):
     def open(self) -> None:
         import torch
 
-        from .stream import cache_state
+        from .pagecache import cache_state
 
         self.cache = cache_state(
             [(_cached_share(fd, s), s.data_len) for fd, s in zip(self.fds, self.shards, strict=True)]
@@ -133,12 +133,12 @@ def _take_ring(nbytes: int) -> Any:
 def _cached_share(fd: int, shard: Shard) -> float | None:
     import mmap
 
-    from .stream import _address, sampled_resident_fraction
+    from .pagecache import address_of, sampled_resident_fraction
 
     if shard.data_len == 0:
         return None
     mm = mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE)
-    address, anchor = _address(mm)
+    address, anchor = address_of(mm)
     try:
         return sampled_resident_fraction(address + shard.data_start, shard.data_len)
     finally:

@@ -1,8 +1,8 @@
 """Reads a checkpoint's shards in file order with several reads in flight, counting landed bytes.
 
 ``Stream`` owns the reader threads, the cancel/stop checks between chunks, the optional read-rate
-cap (``MACTUNER_READ_LIMIT_MBPS``) and the byte count the bar shows; ``CpuStream`` lands the bytes
-in private mappings of the shards (see engine.py for why). It starts when the load starts, so the
+cap (``MACTUNER_READ_LIMIT_MBPS``) and the byte count the bar shows; ``CpuStream`` (cpu_stream.py)
+lands the bytes in private mappings of the shards, ``CudaStream`` (staging.py) on the GPU. It starts when the load starts, so the
 reads overlap the tokenizer, config and model-skeleton stages; the weights stage then credits what
 already landed. A truncated shard or one that vanishes or is replaced during the load becomes a
 typed error, and ``close`` joins every thread (each is at most one chunk from a stop check).
@@ -10,9 +10,6 @@ typed error, and ``close`` joins every thread (each is at most one chunk from a 
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import mmap
 import os
 import stat
 import threading
@@ -26,52 +23,6 @@ from .i18n import gettext_noop
 CHUNK = 16 << 20
 FIRST_CHUNK = 1 << 20
 HOT_CHUNK = 128 << 20
-PAGE = mmap.PAGESIZE
-MADV_POPULATE_READ = 22
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-
-
-def _address(mm: mmap.mmap) -> tuple[int, Any]:
-    anchor = ctypes.c_char.from_buffer(mm)  # keeps the export alive as long as the caller holds it
-    return ctypes.addressof(anchor), anchor
-
-
-def resident_fraction(address: int, length: int) -> float | None:
-    """Share of a mapping's pages already in the page cache (mincore: no read, no fault)."""
-    start = address & ~(PAGE - 1)
-    pages = (address + length - start + PAGE - 1) // PAGE
-    if pages <= 0:
-        return None
-    vec = (ctypes.c_ubyte * pages)()
-    if _libc.mincore(start, address + length - start, vec) != 0:
-        return None
-    return (pages - bytes(vec).count(0)) / pages  # Linux sets only bit 0; counted in C, not per page
-
-
-def sampled_resident_fraction(address: int, length: int, windows: int = 64) -> float | None:
-    """``resident_fraction`` from ``windows`` spread-out runs of 4 pages: a 30 GB checkpoint has
-    7 M pages and mincore over all of them costs ~0.3 s before the first read; a sample decides
-    hot/cold/mixed (90 % / 10 %) as well in well under a millisecond."""
-    span = 4 * PAGE
-    if length <= windows * span:
-        return resident_fraction(address, length)
-    step = (length - span) // (windows - 1)
-    vec, resident, seen = (ctypes.c_ubyte * 5)(), 0, 0
-    for i in range(windows):
-        start = (address + i * step) & ~(PAGE - 1)
-        if _libc.mincore(start, span, vec) == 0:
-            resident, seen = resident + sum(b & 1 for b in vec[:4]), seen + 4
-    return resident / seen if seen else None
-
-
-def cache_state(fractions: list[tuple[float | None, int]]) -> str:
-    known = [(f, n) for f, n in fractions if f is not None]
-    if not known:
-        return "unknown"
-    share = sum(f * n for f, n in known) / max(sum(n for _, n in known), 1)
-    return "hot" if share >= 0.9 else "cold" if share <= 0.1 else "mixed"
 
 
 class Stream:
@@ -263,56 +214,3 @@ class Stream:
 
     def buffers(self) -> list[Any]:
         raise NotImplementedError
-
-
-class CpuStream(Stream):
-    """Private (copy-on-write) mappings of each shard, paged in with MADV_POPULATE_READ."""
-
-    def open(self) -> None:
-        self.maps = [mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE) for fd in self.fds]
-        self.anchors = [_address(m) for m in self.maps]
-        self.cache = cache_state(
-            [
-                (sampled_resident_fraction(a + s.data_start, s.data_len), s.data_len)
-                for (a, _), s in zip(self.anchors, self.shards, strict=True)
-            ]
-        )
-
-    def hot_chunk(self) -> int:
-        # Page-cache bytes land at several GB/s: 16 MB reads would each end in ~3 ms and each
-        # reader then waits for the GIL (up to 5 ms while the load thread runs Python) between
-        # chunks. 128 MB keeps a read ~25-50 ms long, so the bar still moves and cancel is prompt.
-        return HOT_CHUNK if self.cache == "hot" else 0
-
-    def read(self, k: int, off: int, n: int) -> None:
-        shard = self.shards[k]
-        address = self.anchors[k][0] + shard.data_start + off
-        start = address & ~(PAGE - 1)
-        if _libc.madvise(start, address + n - start, MADV_POPULATE_READ) == 0:
-            return
-        err = ctypes.get_errno()
-        if err == errno.EFAULT:  # pages past the end of the file: it was truncated under us
-            raise self.truncated(shard, f"page-in failed at offset {shard.data_start + off}")
-        if err != errno.EINVAL:
-            raise ShardCorrupt(
-                gettext_noop("가중치 파일을 읽을 수 없습니다: {name}", name=shard.path.name), os.strerror(err)
-            )
-        # Kernel before 5.14: read the bytes positionally instead (the file's size is checked first,
-        # since touching a mapped page past the end would kill the process).
-        if os.fstat(self.fds[k]).st_size < shard.data_start + off + n:
-            raise self.truncated(shard, "shorter than its header says")
-        os.pread(self.fds[k], n, shard.data_start + off)
-
-    def buffers(self) -> list[Any]:
-        import torch
-
-        out = []
-        for m, s in zip(self.maps, self.shards, strict=True):
-            whole = torch.frombuffer(m, dtype=torch.uint8) if len(m) else torch.empty(0, dtype=torch.uint8)
-            out.append(whole[s.data_start : s.data_start + s.data_len])
-        return out
-
-    def release(self) -> None:
-        # The model's tensors keep their mappings alive; ours go, and a mapping nobody uses is unmapped.
-        self.anchors = []
-        self.maps = []

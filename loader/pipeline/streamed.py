@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import CheckpointInfo
+from .cpu_stream import CpuStream
 from .device import target_without_torch
 from .engine import STREAM, Choice, Shard, choose, converting, tensor_views
 from .errors import LoadCancelled
 from .events import WeightsDetail
-from .stream import CpuStream, Stream
+from .stream import Stream
 
 BUILD_SHARE = 0.02  # of the weights stage: transformers' own per-tensor loop after the bytes
 
