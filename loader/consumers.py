@@ -49,11 +49,11 @@ class Pace:
 
     A pass of d seconds costs d + max(PACE·d, viewers / SENDS_PER_S), the pass and the rest
     after it; passes keep to that on average and may run up to ``BURST_S`` ahead of it. Small audiences get every snapshot the
-    publisher sends (10 a second); 1,500 viewers get about four progress updates a second.
+    publisher sends (10 a second); 1,500 viewers get about 3.5 progress updates a second.
     Without the allowance each pass waited its whole cost after the previous one: at 500
-    viewers (83 ms a pass) the update after a stage change waited ~80 ms and the next ones a
-    little less each, although 10 updates a second fit the pace (p99 at 500 viewers 71-89 ms
-    → 35-52 ms, bench/results/cpu-event_latency-s14.txt).
+    viewers (83 ms a pass) the update after a stage change waited ~80-95 ms and the next ones
+    a little less each, although 10 updates a second fit the pace (p99 at 500 viewers, median
+    of six runs 91 → 70 ms, bench/results/cpu-event_latency-s14.txt and -event_trace-s14.txt).
     """
 
     def __init__(self) -> None:

@@ -2,7 +2,8 @@
 
 The imports take ~4 s right after start, in a thread beside the serving loop, and a click on
 "load" may come at any moment of them. Three things made such a click wait (measured with a
-loop-lag probe and a tracing wrapper, bench/results/cpu-first_message-s14.txt):
+loop-lag probe and a tracing wrapper, bench/results/cpu-event_trace-s14.txt and
+cpu-first_message-s14.txt):
 
 - **Full garbage collections.** The imports grow the heap by a quarter again and again, and
   each time the collector ran over all of it: six pauses of 40-230 ms in one start-up, every
@@ -39,7 +40,8 @@ from pathlib import Path
 from types import ModuleType
 
 log = logging.getLogger("loader.warming")
-GIVE_WAY_S = 0.25
+GIVE_WAY_S = 0.25  # a request answered with the import paused takes 15-50 ms; one waiting on a module the
+# import holds (it cannot tell) waits this much longer at most
 GIVE_WAY_TOTAL_S = 2.0
 
 
