@@ -6,7 +6,6 @@ tensor's storage, so the bytes land once, and nothing is left lazily mapped at 1
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import mmap
 import os
@@ -14,7 +13,7 @@ from typing import Any
 
 from .errors import ShardCorrupt
 from .i18n import gettext_noop
-from .pagecache import MADV_POPULATE_READ, PAGE, address_of, cache_state, libc, sampled_resident_fraction
+from .pagecache import address_of, cache_state, populate, sampled_resident_fraction
 from .stream import HOT_CHUNK, Stream
 
 
@@ -40,10 +39,9 @@ class CpuStream(Stream):
     def read(self, k: int, off: int, n: int) -> None:
         shard = self.shards[k]
         address = self.anchors[k][0] + shard.data_start + off
-        start = address & ~(PAGE - 1)
-        if libc.madvise(start, address + n - start, MADV_POPULATE_READ) == 0:
+        err = populate(address, n)
+        if err == 0:
             return
-        err = ctypes.get_errno()
         if err == errno.EFAULT:  # pages past the end of the file: it was truncated under us
             raise self.truncated(shard, f"page-in failed at offset {shard.data_start + off}")
         if err != errno.EINVAL:

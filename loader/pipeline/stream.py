@@ -2,9 +2,10 @@
 
 ``Stream`` owns the reader threads, the cancel/stop checks between chunks, the optional read-rate
 cap (``MACTUNER_READ_LIMIT_MBPS``) and the byte count the bar shows; ``CpuStream`` (cpu_stream.py)
-lands the bytes in private mappings of the shards, ``CudaStream`` (staging.py) on the GPU. It starts when the load starts, so the
-reads overlap the tokenizer, config and model-skeleton stages; the weights stage then credits what
-already landed. A truncated shard or one that vanishes or is replaced during the load becomes a
+lands the bytes in private mappings of the shards, ``CudaStream`` (staging.py) on the GPU. It starts
+as soon as it can (CPU: once the folder is checked, ``streamed.EarlyReads``), so the reads overlap
+the imports, the skeleton check and the tokenizer and config stages; the weights stage then credits
+what already landed. A truncated shard or one that vanishes or is replaced during the load becomes a
 typed error, and ``close`` joins every thread (each is at most one chunk from a stop check).
 """
 

@@ -46,14 +46,12 @@ class EarlyReads:
         self.cancel = cancel
         self.stream: Stream | None = None
         self.choice: Choice | None = None
-        self.started = time.monotonic()
 
     def begin(self, info: CheckpointInfo, device: str, dtype: str, remote_code: bool, read_limit_bps: float) -> None:
         if self.stream is not None or target_without_torch(device) != "cpu":
             return
         choice = choose(info, "cpu", converting(dtype, info), remote_code)
         if choice.engine == STREAM:
-            self.started = time.monotonic()
             self.stream, self.choice = start_stream("cpu", choice.shards, self.cancel, read_limit_bps), choice
 
     def take(self, target: str) -> tuple[Stream, Choice] | None:

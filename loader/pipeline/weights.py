@@ -13,20 +13,20 @@ itself and gets most of the weight.
 
 from __future__ import annotations
 
-import ctypes
+import errno
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from . import pagecache
 from .checkpoint import CheckpointInfo
 from .errors import LoadCancelled, ShardCorrupt
 from .events import WeightsDetail
 from .i18n import gettext_noop
 
 CHUNK_BYTES = 32 * 1024 * 1024
-MADV_POPULATE_READ = 22  # Linux >= 5.14; elsewhere we touch one byte per page instead
 
 
 class WeightsTracker:
@@ -134,24 +134,16 @@ class WeightsTracker:
             time.sleep(min(wait, 0.1))
 
 
-_PAGE = 4096
-_libc: Any = None
-
-
 def populate(address: int, length: int, tensor: Any, offset: int, torch: Any) -> None:
     """Fault ``length`` bytes at ``address`` into RAM (they may be lazily memory-mapped)."""
-    global _libc
     if sys.platform.startswith("linux"):
-        if _libc is None:
-            _libc = ctypes.CDLL(None, use_errno=True)
-            _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        start = address & ~(_PAGE - 1)
-        if _libc.madvise(start, address + length - start, MADV_POPULATE_READ) == 0:
+        err = pagecache.populate(address, length)
+        if err == 0:
             return
-        if ctypes.get_errno() == 14:  # EFAULT: past the end of a shard truncated under us; touching would SIGBUS
+        if err == errno.EFAULT:  # past the end of a shard truncated under us; touching would SIGBUS
             raise ShardCorrupt(gettext_noop("가중치 파일이 로드 중에 잘렸습니다"), f"page-in failed at {address:#x}")
     flat = tensor.detach().reshape(-1).view(torch.uint8)
-    flat[offset : offset + length : _PAGE].sum()
+    flat[offset : offset + length : pagecache.PAGE].sum()
 
 
 def load_observed(
