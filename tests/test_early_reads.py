@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,6 +18,7 @@ from loader.pipeline import LoadRequest, ModelSlot
 from loader.pipeline import skeleton as skeleton_module
 from loader.pipeline.cpu_stream import CpuStream
 from loader.pipeline.errors import DoesNotFit, WeightsMismatch
+from mactuner_dev.harness import PYTHON, ROOT
 from tests.test_engine import mapped_ranges, shard_fds, stream_threads
 
 
@@ -84,3 +88,20 @@ def test_timings_say_how_long_the_request_waited_for_its_thread_and_its_first_by
     )
     timings = loaded.metadata["timings"]
     assert 0.05 <= timings["queued"] < timings["first_byte"] < time.time() - asked
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or any(map(os.path.exists, ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg"))),
+    reason="'auto' means the CPU only on a Linux machine without a GPU",
+)
+def test_an_auto_load_during_the_start_up_import_does_not_wait_for_torch_to_read() -> None:
+    code = (
+        "import sys, threading, time\n"
+        "from loader.pipeline.device import target_without_torch\n"
+        "threading.Thread(target=lambda: __import__('torch'), daemon=True).start()\n"
+        "while 'torch' not in sys.modules: time.sleep(0.001)\n"
+        "device = target_without_torch('auto')\n"
+        "print(device, sys.modules['torch'].__spec__._initializing)\n"
+    )
+    out = subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["cpu", "True"]  # answered while torch was still being imported elsewhere

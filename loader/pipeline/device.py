@@ -59,13 +59,16 @@ def target_without_torch(requested: str) -> str | None:
     """The device ``resolve_device`` will choose, when it is known without importing torch (which
     takes seconds on the first load): "cpu" asked for, or "auto" on Linux with no GPU device node.
     None when only torch can tell."""
-    if "torch" in sys.modules:
+    if requested == "cpu":
+        return "cpu"
+    torch = sys.modules.get("torch")
+    # A torch another thread is still importing (the start-up warming) is in sys.modules already:
+    # asking it would wait for the whole import, which is what this function exists to avoid.
+    if torch is not None and not getattr(getattr(torch, "__spec__", None), "_initializing", False):
         try:
             return resolve_device(requested)
         except DeviceUnavailable:
             return None
-    if requested == "cpu":
-        return "cpu"
     gpu_nodes = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")  # NVIDIA, ROCm, WSL
     if requested == "auto" and sys.platform.startswith("linux") and not any(map(os.path.exists, gpu_nodes)):
         return "cpu"
