@@ -17,7 +17,7 @@ import pytest
 from loader.pipeline import LoadRequest, ModelSlot
 from loader.pipeline import skeleton as skeleton_module
 from loader.pipeline.cpu_stream import CpuStream
-from loader.pipeline.errors import DoesNotFit, WeightsMismatch
+from loader.pipeline.errors import DoesNotFit, ShardMissing, WeightsMismatch
 from mactuner_dev.harness import PYTHON, ROOT
 from tests.test_engine import mapped_ranges, shard_fds, stream_threads
 
@@ -105,3 +105,22 @@ def test_an_auto_load_during_the_start_up_import_does_not_wait_for_torch_to_read
     )
     out = subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["cpu", "True"]  # answered while torch was still being imported elsewhere
+
+
+def test_a_shard_swapped_for_a_fifo_after_the_checks_is_refused_in_plain_words_without_hanging(
+    models_root: Path, tmp_path: Path
+) -> None:
+    from loader.pipeline.checkpoint import inspect_checkpoint
+    from loader.pipeline.engine import choose
+
+    path = tmp_path / "swapped"
+    shutil.copytree(models_root / "tiny", path)
+    info = inspect_checkpoint(path)  # the preflight's checks pass on the real files
+    shards = choose(info, "cpu", False, False).shards
+    shards[0].path.unlink()
+    os.mkfifo(shards[0].path)  # then the shard becomes a pipe nobody writes to
+    stream = CpuStream(shards, threading.Event()).start(open_here=True)  # returns: the open does not block
+    assert stream.finished.wait(5)
+    assert isinstance(stream.error, ShardMissing) and "바뀌었습니다" in str(stream.error.template)
+    stream.close()
+    assert not shard_fds(path)

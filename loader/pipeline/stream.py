@@ -87,7 +87,10 @@ class Stream:
             self.fds.append(os.open(shard.path, os.O_RDONLY | os.O_NONBLOCK))
             held = os.fstat(self.fds[-1])
             if not stat.S_ISREG(held.st_mode):
-                raise self.truncated(shard, "no longer a regular file")
+                raise ShardMissing(
+                    gettext_noop("샤드 파일이 로드 중에 바뀌었습니다: {name}", name=shard.path.name),
+                    f"{shard.path} is no longer a regular file",
+                )
             if held.st_size < shard.data_start + shard.data_len:
                 raise self.truncated(shard, f"{held.st_size} bytes, needs {shard.data_start + shard.data_len}")
         self.open()
