@@ -48,10 +48,17 @@ class ProgressSink:
                 self._pending.append((event, stage_changed))
             self._cond.notify_all()
 
-    def drain(self, timeout: float = 30.0) -> None:
-        """Wait for what was handed over; past ``timeout`` the rest is dropped, never written late."""
+    def drain(self, timeout: float = 30.0, superseded: bool = False) -> None:
+        """Wait for what was handed over; past ``timeout`` the rest is dropped, never written late.
+
+        ``superseded``: the outcome about to be written carries the newest event (a success: stage
+        "done", every stage's timing), so what is still queued is dropped, not written and published
+        just before it; only a write already under way is waited for.
+        """
         deadline = time.monotonic() + timeout
         with self._cond:
+            if superseded:
+                self._pending.clear()
             while (self._pending or self._busy) and self._thread.is_alive():
                 if not self._cond.wait(max(deadline - time.monotonic(), 0)):
                     self._pending.clear()

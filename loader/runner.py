@@ -157,7 +157,8 @@ def _supervise(
                 _record(services.job_abandon, job=job, held_bytes=max(_rss() - rss_before, 0))
                 log.error("job %s: the load did not stop after cancel; abandoned its thread", job.pk)
                 return _finish_publish(job)
-    sink.drain()  # every progress row written before the outcome
+    # Every progress row written before the outcome; a success's own write supersedes the rest.
+    sink.drain(superseded=outcome.loaded is not None and outcome.error is None)
     if isinstance(outcome.error, LoadCancelled):
         _record(services.job_mark_cancelled, job=job)
     elif isinstance(outcome.error, LoadError):

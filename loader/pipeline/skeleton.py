@@ -204,9 +204,10 @@ def compare(model: Any, info: CheckpointInfo, dtype: str) -> TensorPlan:
             missing -= {target, source}
     if converted:  # a fused/split target: transformers fills its siblings from the same source
         missing = {n for n in missing if not any(_search(p, n) for p in converter_targets)}
-    report = SimpleNamespace(missing_keys=missing, unexpected_keys=unexpected)
-    model._adjust_missing_and_unexpected_keys(report)  # the model's own ignore patterns
-    missing, unexpected = report.missing_keys, report.unexpected_keys
+    if missing or unexpected:  # the model's own ignore patterns may excuse some
+        report = SimpleNamespace(missing_keys=missing, unexpected_keys=unexpected)
+        model._adjust_missing_and_unexpected_keys(report)
+        missing, unexpected = report.missing_keys, report.unexpected_keys
     if missing or unexpected or mismatched:
         parts_en = [
             f"{label} {len(names)}: {_shown(names, ' and {} more')}"

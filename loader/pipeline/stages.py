@@ -137,9 +137,11 @@ def _stages(
     _check(cancel)
 
     rep.enter(Stage.TOKENIZER)
+    # AutoTokenizer reads config.json to pick a class; the preflight's parse of it is the same.
+    known = {"config": info.skeleton.config} if info.skeleton is not None else {}
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(
-            str(request.path), trust_remote_code=request.allow_remote_code
+            str(request.path), trust_remote_code=request.allow_remote_code, **known
         )
     except LoadError:
         raise
@@ -180,7 +182,7 @@ def _stages(
     try:
         if stream is not None and progress is not None:
             model = load_streamed(
-                stream, progress, model_cls, config, dtype_arg, target, request.path, cancel, set_hook
+                stream, progress, model_cls, config, dtype_arg, target, request.path, cancel, set_hook, converting
             )
             rep.timings["weights_open"] = round(stream.open_s, 4)  # files + destination memory ready
             if request.requested_at and stream.first_read_at:
@@ -189,7 +191,8 @@ def _stages(
             model = load_observed(
                 info, request, model_cls, dtype_arg, target, converting, detail, rep.report, cancel, set_hook
             )
-        model.eval()
+        if model.training:  # from_pretrained returns it in eval mode already (a walk of every module)
+            model.eval()
         if info.adapter is not None:
             model = attach_adapter(model, info, rep, cancel)
         detail.shard, detail.bytes_done, detail.eta_s = detail.shards, detail.bytes_total, 0.0

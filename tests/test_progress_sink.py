@@ -1,0 +1,49 @@
+"""The progress writer: what a success's outcome supersedes is dropped, everything else is written."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from loader import progress_sink, services
+from loader.models import LoadJob
+from loader.pipeline.events import ProgressEvent, Stage
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def blocked_sink(monkeypatch: pytest.MonkeyPatch) -> tuple[progress_sink.ProgressSink, threading.Event, list[str]]:
+    """A sink whose first row write waits for ``release``; ``written`` lists the stages written."""
+    job = services.job_start(model_name="m", model_path="/m", device="cpu", dtype="auto", source="web")
+    entered, release, written = threading.Event(), threading.Event(), []
+    real = services.job_progress
+
+    def slow(*, job: LoadJob, event: dict[str, Any]) -> bool:
+        entered.set()
+        release.wait(10)
+        written.append(event["stage"])
+        return real(job=job, event=event)
+
+    monkeypatch.setattr(progress_sink.services, "job_progress", slow)
+    sink = progress_sink.ProgressSink(job)
+    sink.offer(ProgressEvent(Stage.WEIGHTS, 60.0, "w"), True)
+    assert entered.wait(5)  # the write under way
+    for stage, percent in ((Stage.DEVICE, 88.0), (Stage.METADATA, 92.0), (Stage.DONE, 100.0)):
+        sink.offer(ProgressEvent(stage, percent, stage.value), True)
+    return sink, release, written
+
+
+@pytest.mark.parametrize(("superseded", "expected"), [(True, ["weights"]), (False, ["weights", "done"])])
+def test_a_success_drops_the_queued_progress_but_waits_for_the_write_under_way(
+    monkeypatch: pytest.MonkeyPatch, superseded: bool, expected: list[str]
+) -> None:
+    sink, release, written = blocked_sink(monkeypatch)
+    drained = threading.Event()
+    threading.Thread(target=lambda: (sink.drain(superseded=superseded), drained.set()), daemon=True).start()
+    assert not drained.wait(0.2), "drain must wait for the write under way"
+    release.set()
+    assert drained.wait(5)
+    assert written == expected  # queued stage changes: one row write (the newest), unless superseded
+    sink.close()
