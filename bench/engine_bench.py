@@ -20,40 +20,8 @@ import statistics
 import subprocess
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from common import checkpoint, evict, shard_files, timed, touch_all, warm
-
-CHUNK = 16 << 20
-
-
-def read_rate(path: Path, threads: int, cold: bool) -> float:
-    """GB/s of positional reads of every shard, in file order, into a pre-faulted buffer per thread."""
-    import torch
-
-    if cold:
-        evict(path)
-    else:
-        warm(path)
-    jobs = []
-    for f in shard_files(path):
-        fd = os.open(f, os.O_RDONLY)
-        jobs += [(fd, off) for off in range(0, f.stat().st_size, CHUNK)]
-    buffers = threading.local()
-
-    def job(item: tuple[int, int]) -> int:
-        if not hasattr(buffers, "mv"):
-            buffers.mv = memoryview(torch.ones(CHUNK, dtype=torch.uint8).numpy())
-        return os.preadv(item[0], [buffers.mv], item[1])
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        got = sum(pool.map(job, jobs))
-    elapsed = time.perf_counter() - t0
-    for fd in {fd for fd, _ in jobs}:
-        os.close(fd)
-    return got / elapsed / 1e9
+from common import checkpoint, evict, read_rate, shard_files, timed, touch_all, warm
 
 
 def h2d_rates() -> tuple[float, float]:

@@ -51,14 +51,16 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Django's, or its own classes run on the event loop under ASGI (no thread hop per hook);
+    # the ones ``check --deploy`` looks for by name stay as they are.
     "django.middleware.security.SecurityMiddleware",
     "loader.middleware.StaticFiles",  # WhiteNoise that keeps async views on the loop
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.locale.LocaleMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "loader.middleware.Sessions",
+    "loader.middleware.Locale",
+    "loader.middleware.Common",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "loader.middleware.Authentication",
+    "loader.middleware.Messages",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
