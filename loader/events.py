@@ -1,7 +1,8 @@
 """The one throttle and the one publisher every message goes through.
 
 ``Throttle`` decides when a job's progress goes out (stage changes and final states at once,
-otherwise at most every ``INTERVAL_S``). ``Publisher`` carries every message (the runner's,
+otherwise at most every ``INTERVAL_S``; the row behind them is written at most every
+``progress_sink.LINGER_S``). ``Publisher`` carries every message (the runner's,
 the watcher's, the actions') to the channel layer without blocking the caller: a thread only
 calls ``loop.call_soon_threadsafe``; the mailbox is touched on the loop alone. The server's
 loop is bound once at start-up; a process without one (the CLI on Redis) gets a private loop.

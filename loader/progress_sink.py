@@ -2,9 +2,10 @@
 
 The load thread only hands each due event over (a queue put); this thread writes the row and
 builds and publishes the snapshot, so the weights never wait on the database or the channel
-layer. A newer progress event supersedes an unsent one; stage changes are never dropped: what
-piled up during a write becomes one row write (the newest) and a snapshot per stage change.
-``drain()`` returns once everything handed over is written, so the outcome comes after it.
+layer. A newer progress event supersedes an unsent one; stage changes are never dropped: each
+gets its snapshot at once, while the row (which keeps only the newest) is written at most once
+per ``LINGER_S`` — every row write is a GIL hand-off that a fast load pays for. ``drain()``
+returns once everything handed over is published and written, so the outcome comes after it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 import time
 
 from django.db import DatabaseError, close_old_connections, connection
+from django.utils import timezone
 
 from . import processes, services
 from .events import publisher
@@ -24,6 +26,7 @@ from .selectors import loader_state_safe, processes_holding
 
 log = logging.getLogger("loader.progress")
 HOLDERS_TTL_S = 1.0
+LINGER_S = 0.02
 
 
 class ProgressSink:
@@ -33,8 +36,13 @@ class ProgressSink:
         self._cond = threading.Condition()
         self._busy = False
         self._closed = False
+        self._flush = False  # drain(): write what lingers now
         self._stale = False
-        self.recorded_unload = False
+        self._unwritten: ProgressEvent | None = None  # published, its row write lingering
+        self._written_at = time.monotonic()  # job_start has just written the row
+        # Whether the slot held a model as this load began: only then can the load drop one, and
+        # our server row need saying so (an empty slot's row is empty already).
+        self.recorded_unload = SLOT.loaded is None
         self.storage_error = ""
         self._held: tuple[float, list[ServerProcess]] | None = None
         self._thread = threading.Thread(target=self._run, name=f"load-progress-{job.pk}", daemon=True)
@@ -49,21 +57,27 @@ class ProgressSink:
             self._cond.notify_all()
 
     def drain(self, timeout: float = 30.0, superseded: bool = False) -> None:
-        """Wait for what was handed over; past ``timeout`` the rest is dropped, never written late.
+        """Wait until what was handed over is published and written; past ``timeout`` the rest is
+        dropped, never written late.
 
         ``superseded``: the outcome about to be written carries the newest event (a success: stage
-        "done", every stage's timing), so what is still queued is dropped, not written and published
-        just before it; only a write already under way is waited for.
+        "done", every stage's timing), so what is still queued or lingering is dropped, not written
+        and published just before it; only a write already under way is waited for.
         """
         deadline = time.monotonic() + timeout
         with self._cond:
             if superseded:
                 self._pending.clear()
-            while (self._pending or self._busy) and self._thread.is_alive():
+                self._unwritten = None
+            self._flush = True
+            self._cond.notify_all()
+            while (self._pending or self._busy or self._unwritten is not None) and self._thread.is_alive():
                 if not self._cond.wait(max(deadline - time.monotonic(), 0)):
                     self._pending.clear()
+                    self._unwritten = None
                     self._stale = True  # a write still in flight must not publish after the outcome
                     break
+            self._flush = False
 
     def close(self) -> None:
         self.drain()
@@ -76,14 +90,14 @@ class ProgressSink:
         try:
             while True:
                 with self._cond:
-                    while not self._pending and not self._closed:
-                        self._cond.wait()
-                    if not self._pending:
+                    while not (self._pending or self._closed or self._write_due()):
+                        self._cond.wait(None if self._unwritten is None else LINGER_S)
+                    if self._closed and not self._pending and self._unwritten is None:
                         return
                     batch, self._pending = self._pending, []
                     self._busy = True
                 try:
-                    self._write(batch)
+                    self._handle(batch)
                 except Exception:  # a bug here must not stop the load or hang drain()
                     log.exception("job %s: progress not published", self.job.pk)
                 finally:
@@ -93,12 +107,37 @@ class ProgressSink:
         finally:
             connection.close()
 
-    def _write(self, batch: list[tuple[ProgressEvent, bool]]) -> None:
-        """One row write for everything that piled up (the row keeps only the newest anyway), then
-        a snapshot for each stage change in it and for the newest, from one read of the servers."""
+    def _write_due(self) -> bool:
+        if self._unwritten is None:
+            return False
+        return self._flush or time.monotonic() - self._written_at >= LINGER_S
+
+    def _handle(self, batch: list[tuple[ProgressEvent, bool]]) -> None:
+        """Publish a snapshot for each stage change in ``batch`` and for its newest event; write the
+        row (it keeps only the newest) at most once per ``LINGER_S``: the stage changes of a fast
+        load (tokenizer, config, weights within a few ms) are one write, not three."""
         if self._stale:
             return
-        job, newest, unloaded = self.job, batch[-1][0], False
+        if batch:
+            self._unwritten = batch[-1][0]
+        unloaded = False
+        if self._write_due():
+            unloaded = self._record(self._unwritten)  # type: ignore[arg-type]
+        if not batch:
+            return
+        holders = self._holders(fresh=unloaded)
+        for i, (event, stage_changed) in enumerate(batch):
+            if self._stale or not (stage_changed or i == len(batch) - 1):
+                continue
+            mirror(self.job, event)  # the snapshot shows this event (the row may lag by LINGER_S)
+            if self.job.state == LoadJob.State.QUEUED:  # as the first row write will say
+                self.job.state, self.job.started_at = LoadJob.State.RUNNING, timezone.now()
+            publisher.send(loader_state_safe(self.job, holders), force=stage_changed)
+
+    def _record(self, newest: ProgressEvent) -> bool:
+        """Write the newest event to the row; True when it also recorded our slot's unload."""
+        job, unloaded = self.job, False
+        self._unwritten, self._written_at = None, time.monotonic()
         try:
             if not self.recorded_unload and SLOT.loaded is None and IDENTITY.serving:
                 processes.process_record_unloaded()  # the slot dropped the previous model: say so
@@ -111,16 +150,7 @@ class ProgressSink:
             self.storage_error = repr(exc)
             close_old_connections()  # a dropped connection is replaced on the next write
             mirror(job, newest)
-        holders = self._holders(fresh=unloaded)
-        for i, (event, stage_changed) in enumerate(batch):
-            last = i == len(batch) - 1
-            if self._stale or not (stage_changed or last):
-                continue
-            if not last:
-                mirror(job, event)  # the row already holds the newest; the snapshot shows this one
-            elif len(batch) > 1:
-                mirror(job, newest)
-            publisher.send(loader_state_safe(job, holders), force=stage_changed)
+        return unloaded
 
     def _holders(self, fresh: bool) -> list[ServerProcess] | None:
         """The servers' models for the snapshots, read at most once a second (they change when our

@@ -106,10 +106,13 @@ def job_progress(*, job: LoadJob, event: dict[str, Any]) -> bool:
         "stage": event["stage"], "percent": event["percent"], "message": event["message"],
         "detail": event["detail"], "timings": event["timings"], "progress_at": now, "heartbeat_at": now,
     }  # fmt: skip
-    # The row decides, not our copy (which may be stale after the database was unwritable).
+    # The row decides, not our copy (which may be stale after the database was unwritable); our
+    # copy only says which write to try first, so the usual case is one statement.
+    if job.state == S.QUEUED and _transition(job, (S.QUEUED,), state=S.RUNNING, started_at=now, **fields):
+        return True
     if _transition(job, (S.RUNNING,), **fields):
         return True
-    return _transition(job, (S.QUEUED,), state=S.RUNNING, started_at=now, **fields)
+    return job.state != S.QUEUED and _transition(job, (S.QUEUED,), state=S.RUNNING, started_at=now, **fields)
 
 
 def job_heartbeat(*, job_id: int) -> bool:

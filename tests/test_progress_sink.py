@@ -47,3 +47,38 @@ def test_a_success_drops_the_queued_progress_but_waits_for_the_write_under_way(
     assert drained.wait(5)
     assert written == expected  # queued stage changes: one row write (the newest), unless superseded
     sink.close()
+
+
+def test_stage_changes_are_published_at_once_and_their_rows_written_once_per_linger(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fast load's stage changes (tokenizer, config, weights within a few ms) each reach the
+    viewers at once (as "running"), but the row — which keeps only the newest — is written once."""
+    job = services.job_start(model_name="m", model_path="/m", device="cpu", dtype="auto", source="web")
+    monkeypatch.setattr(progress_sink, "LINGER_S", 5.0)  # longer than this test: nothing ends it but drain()
+    written: list[str] = []
+    published: list[dict[str, Any]] = []
+    real = services.job_progress
+
+    def counted(*, job: LoadJob, event: dict[str, Any]) -> bool:
+        written.append(event["stage"])
+        return real(job=job, event=event)
+
+    monkeypatch.setattr(progress_sink.services, "job_progress", counted)
+    monkeypatch.setattr(progress_sink.publisher, "send", lambda state, force=True: published.append(state["job"]))
+    sink = progress_sink.ProgressSink(job)
+    stages = [(Stage.TOKENIZER, 30.0), (Stage.CONFIG, 40.0), (Stage.WEIGHTS, 41.0), (Stage.DEVICE, 86.0)]
+    for stage, percent in stages:
+        sink.offer(ProgressEvent(stage, percent, stage.value), True)
+        for _ in range(200):  # each handled before the next comes
+            if published and published[-1]["stage"] == stage.value:
+                break
+            threading.Event().wait(0.01)
+    assert [p["stage"] for p in published] == [s.value for s, _ in stages]
+    assert {p["state"] for p in published} == {"running"}
+    assert written == []  # job_start has just written the row: the stage changes linger
+    sink.drain()
+    assert written == ["device"]  # one write for four stage changes, the newest
+    assert LoadJob.objects.get(pk=job.pk).state == "running"
+    assert LoadJob.objects.get(pk=job.pk).stage == "device"
+    sink.close()
