@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import timedelta
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -42,10 +43,10 @@ def _mine() -> ServerProcess:
     return row
 
 
-def _write_loaded(loaded: LoadedModel) -> None:
-    ServerProcess.objects.filter(host=IDENTITY.host, pid=IDENTITY.pid).update(
+def _write_loaded(loaded: LoadedModel, **also: Any) -> int:
+    return ServerProcess.objects.filter(host=IDENTITY.host, pid=IDENTITY.pid).update(
         model_name=loaded.name, model_path=str(loaded.path), device=loaded.device, dtype=loaded.dtype,
-        metadata=loaded.metadata, loaded_at=timezone.now(),
+        metadata=loaded.metadata, loaded_at=timezone.now(), **also,
     )  # fmt: skip
 
 
@@ -75,8 +76,11 @@ def process_expire() -> list[str]:
 def process_record_loaded(*, loaded: LoadedModel) -> None:
     if not IDENTITY.serving:
         return
-    _mine()
-    _write_loaded(loaded)
+    # One statement when our row is there (the usual case: it sits in the outcome's transaction);
+    # if it was expired meanwhile (we were paused), recreate it and write the model again.
+    if not _write_loaded(loaded, heartbeat_at=timezone.now(), channel=IDENTITY.channel):
+        _mine()
+        _write_loaded(loaded)
 
 
 def process_record_unloaded() -> None:

@@ -142,6 +142,8 @@ def _supervise(
     beat = time.monotonic()
     while worker.is_alive():
         worker.join(CANCEL_POLL_S)
+        if not worker.is_alive():
+            break  # done: the outcome is what counts now, not one more query of the cancel flag
         if not cancel.is_set() and _flag_set(job.pk):
             cancel.set()
         if time.monotonic() - beat >= HEARTBEAT_S:  # alive even in a stage that reports nothing
