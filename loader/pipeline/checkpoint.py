@@ -160,7 +160,9 @@ def _index_shards(path: Path, root: Path, index_name: str = INDEX_NAME) -> list[
             gettext_noop("샤드 인덱스 파일이 손상되었습니다: {name}", name=path.name),
             f"{index_name}: no metadata object",
         )
-    names = sorted({_shard_name(v, path, index_name) for v in weight_map.values()})
+    # Each distinct name checked once (an index names a handful of shards for ~1,000 tensors).
+    distinct = {v if isinstance(v, str) else _shard_name(v, path, index_name) for v in weight_map.values()}
+    names = sorted(_shard_name(v, path, index_name) for v in distinct)
     files = [path / n for n in names]
     for f in files:
         try:
