@@ -54,13 +54,16 @@ class _OnLoop:
     """Run a ``MiddlewareMixin``'s hooks inline on the event loop in ASGI mode.
 
     Under ASGI, Django's ``MiddlewareMixin`` calls every ``process_request`` and
-    ``process_response`` through ``sync_to_async``: a thread hop per hook, 16 per request with
-    our stack, each a GIL hand-off between the loop and Django's sync thread. With a load
+    ``process_response`` through ``sync_to_async``: a thread hop per hook (18 for one
+    ``POST /api/load`` with Django's classes), each a GIL hand-off between the loop and Django's
+    sync thread. With a load
     running (a Python-bound thread) every hop waits for the GIL, so a click's answer and the
     load itself paid for them. The hooks of these middleware only look at headers, cookies and
-    lazy objects (no database, no files), so they run where they are called; the one hook that
-    may write (a modified session's save) still goes to the sync thread (``Sessions``). In WSGI
-    mode, and for Django's test client, nothing changes.
+    lazy objects (no database, no files), so they run where they are called; the hooks that may
+    touch the database (a modified session's save, messages that were read or added, which may be
+    kept in the session) still go to the sync thread (``Sessions``, ``Messages``); the message
+    catalogs ``Locale`` activates are read at start-up, off the loop (``startup``). In WSGI mode,
+    and for Django's test client, nothing changes.
 
     Security, CSRF and X-Frame-Options stay Django's own classes: ``check --deploy`` finds them
     by their dotted names (and skips its HSTS/SSL checks when it does not); that check is worth
@@ -103,4 +106,8 @@ class Authentication(_OnLoop, AuthenticationMiddleware):
 
 
 class Messages(_OnLoop, MessageMiddleware):
-    pass
+    async def respond(self, request: HttpRequest, response: Any) -> Any:
+        storage = getattr(request, "_messages", None)
+        if storage is not None and (storage.used or storage.added_new):  # may store them in the session
+            return await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
+        return self.process_response(request, response)

@@ -37,6 +37,7 @@ class ProgressSink:
         self._busy = False
         self._closed = False
         self._flush = False  # drain(): write what lingers now
+        self._superseded = False  # drain(superseded=True): the outcome's write replaces ours
         self._stale = False
         self._unwritten: ProgressEvent | None = None  # published, its row write lingering
         self._written_at = time.monotonic()  # job_start has just written the row
@@ -61,13 +62,13 @@ class ProgressSink:
         dropped, never written late.
 
         ``superseded``: the outcome about to be written carries the newest event (a success: stage
-        "done", every stage's timing), so what is still queued or lingering is dropped, not written
-        and published just before it; only a write already under way is waited for.
+        "done", every stage's timing), so no more rows are written: what is queued is only
+        published (viewers still see every stage change), what lingers is dropped.
         """
         deadline = time.monotonic() + timeout
         with self._cond:
             if superseded:
-                self._pending.clear()
+                self._superseded = True
                 self._unwritten = None
             self._flush = True
             self._cond.notify_all()
@@ -108,7 +109,7 @@ class ProgressSink:
             connection.close()
 
     def _write_due(self) -> bool:
-        if self._unwritten is None:
+        if self._unwritten is None or self._superseded:
             return False
         return self._flush or time.monotonic() - self._written_at >= LINGER_S
 
@@ -118,7 +119,7 @@ class ProgressSink:
         load (tokenizer, config, weights within a few ms) are one write, not three."""
         if self._stale:
             return
-        if batch:
+        if batch and not self._superseded:
             self._unwritten = batch[-1][0]
         unloaded = False
         if self._write_due():
@@ -130,9 +131,13 @@ class ProgressSink:
             if self._stale or not (stage_changed or i == len(batch) - 1):
                 continue
             mirror(self.job, event)  # the snapshot shows this event (the row may lag by LINGER_S)
-            if self.job.state == LoadJob.State.QUEUED:  # as the first row write will say
-                self.job.state, self.job.started_at = LoadJob.State.RUNNING, timezone.now()
-            publisher.send(loader_state_safe(self.job, holders), force=stage_changed)
+            queued = self.job.state == LoadJob.State.QUEUED
+            if queued:  # running from its first event on; the first row write keeps this time
+                self.job.started_at = self.job.started_at or timezone.now()
+            state = loader_state_safe(self.job, holders)
+            if queued and state["job"]:  # our copy stays "queued" until the row says "running"
+                state["job"]["state"] = LoadJob.State.RUNNING  # (that write tries queued first)
+            publisher.send(state, force=stage_changed)
 
     def _record(self, newest: ProgressEvent) -> bool:
         """Write the newest event to the row; True when it also recorded our slot's unload."""
@@ -142,6 +147,7 @@ class ProgressSink:
             if not self.recorded_unload and SLOT.loaded is None and IDENTITY.serving:
                 processes.process_record_unloaded()  # the slot dropped the previous model: say so
                 self.recorded_unload = unloaded = True
+                self._held = None  # the next snapshot reads the servers' models afresh
             services.job_progress(job=job, event=newest.to_dict())
             self.storage_error = ""
         except DatabaseError as exc:  # disk full, DB gone: the load goes on, viewers still hear it

@@ -108,11 +108,13 @@ def job_progress(*, job: LoadJob, event: dict[str, Any]) -> bool:
     }  # fmt: skip
     # The row decides, not our copy (which may be stale after the database was unwritable); our
     # copy only says which write to try first, so the usual case is one statement.
-    if job.state == S.QUEUED and _transition(job, (S.QUEUED,), state=S.RUNNING, started_at=now, **fields):
+    # When it began running: the first event (the progress writer may publish it before writing).
+    began = job.started_at or now
+    if job.state == S.QUEUED and _transition(job, (S.QUEUED,), state=S.RUNNING, started_at=began, **fields):
         return True
     if _transition(job, (S.RUNNING,), **fields):
         return True
-    return job.state != S.QUEUED and _transition(job, (S.QUEUED,), state=S.RUNNING, started_at=now, **fields)
+    return job.state != S.QUEUED and _transition(job, (S.QUEUED,), state=S.RUNNING, started_at=began, **fields)
 
 
 def job_heartbeat(*, job_id: int) -> bool:
@@ -122,9 +124,8 @@ def job_heartbeat(*, job_id: int) -> bool:
 
 def _finish(job: LoadJob, state: str, **fields: Any) -> bool:
     now = timezone.now()
-    fields.update(state=state, finished_at=now)
-    if job.started_at is None:
-        fields["started_at"] = now
+    # Always written: a fast load's first progress write may have been superseded by this one.
+    fields.update(state=state, finished_at=now, started_at=job.started_at or now)
     forget_expected(job.model_name)
     return _transition(job, ACTIVE, **fields)
 

@@ -109,6 +109,21 @@ def _reap() -> None:
         log.exception("reaping orphaned jobs failed (is the database migrated?)")
     finally:
         connection.close()
+    _read_catalogs()
+
+
+def _read_catalogs() -> None:
+    """Read the page's languages' message catalogs once, here: ``LocaleMiddleware`` activates them
+    on the event loop (``loader.middleware``), where the first read of the .mo files would stall
+    every request and socket of the server for a moment."""
+    from django.utils import translation
+
+    try:
+        for code, _name in settings.LANGUAGES:
+            with translation.override(code):
+                translation.gettext("")
+    except Exception:
+        log.exception("reading the message catalogs failed (the first request of a language reads them)")
 
 
 def _warm() -> None:

@@ -98,3 +98,44 @@ def test_a_login_through_asgi_saves_its_session(settings: Any, django_user_model
         assert page.status_code == 200 and page["X-Frame-Options"] == "DENY" and "Cookie" in page["Vary"]
 
     async_to_sync(body)()
+
+
+def test_the_start_up_reads_every_page_language_catalog_off_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Locale`` activates catalogs on the event loop: they must be in memory before requests come."""
+    from django.conf import settings
+    from django.utils.translation import trans_real
+
+    from loader import startup
+
+    monkeypatch.setattr(trans_real, "_translations", {})
+    startup._read_catalogs()
+    assert {code for code, _ in settings.LANGUAGES} <= set(trans_real._translations)
+
+
+def noisy(request: Any) -> Any:
+    """Messages too big for the cookie: Django's fallback storage keeps them in the session."""
+    import secrets
+
+    from django.contrib import messages
+    from django.http import HttpResponse
+
+    for _ in range(5):
+        messages.info(request, secrets.token_urlsafe(900))
+    return HttpResponse("ok")
+
+
+def test_messages_that_spill_into_the_session_are_stored_off_the_loop(settings: Any, django_user_model: Any) -> None:
+    from django.urls import path
+
+    import mactuner_site.urls
+
+    settings.ROOT_URLCONF = type("Urls", (), {"urlpatterns": [path("noisy/", noisy), *mactuner_site.urls.urlpatterns]})
+    django_user_model.objects.create_user("ops", password="pw-123456789", is_staff=True)
+
+    async def body() -> None:
+        client = AsyncClient()
+        await client.post("/admin/login/", {"username": "ops", "password": "pw-123456789"})
+        res = await client.get("/noisy/")  # the session is not loaded before the messages are stored
+        assert res.status_code == 200
+
+    async_to_sync(body)()

@@ -14,8 +14,13 @@ from loader.pipeline.events import ProgressEvent, Stage
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def blocked_sink(monkeypatch: pytest.MonkeyPatch) -> tuple[progress_sink.ProgressSink, threading.Event, list[str]]:
+def blocked_sink(
+    monkeypatch: pytest.MonkeyPatch, published: list[str]
+) -> tuple[progress_sink.ProgressSink, threading.Event, list[str]]:
     """A sink whose first row write waits for ``release``; ``written`` lists the stages written."""
+    monkeypatch.setattr(
+        progress_sink.publisher, "send", lambda state, force=True: published.append(state["job"]["stage"])
+    )
     job = services.job_start(model_name="m", model_path="/m", device="cpu", dtype="auto", source="web")
     entered, release, written = threading.Event(), threading.Event(), []
     real = services.job_progress
@@ -36,16 +41,18 @@ def blocked_sink(monkeypatch: pytest.MonkeyPatch) -> tuple[progress_sink.Progres
 
 
 @pytest.mark.parametrize(("superseded", "expected"), [(True, ["weights"]), (False, ["weights", "done"])])
-def test_a_success_drops_the_queued_progress_but_waits_for_the_write_under_way(
+def test_a_success_writes_no_more_rows_but_waits_for_the_write_under_way(
     monkeypatch: pytest.MonkeyPatch, superseded: bool, expected: list[str]
 ) -> None:
-    sink, release, written = blocked_sink(monkeypatch)
+    published: list[str] = []
+    sink, release, written = blocked_sink(monkeypatch, published)
     drained = threading.Event()
     threading.Thread(target=lambda: (sink.drain(superseded=superseded), drained.set()), daemon=True).start()
     assert not drained.wait(0.2), "drain must wait for the write under way"
     release.set()
     assert drained.wait(5)
     assert written == expected  # queued stage changes: one row write (the newest), unless superseded
+    assert published[-4:] == ["weights", "device", "metadata", "done"]  # every stage change reaches the viewers
     sink.close()
 
 
@@ -81,4 +88,52 @@ def test_stage_changes_are_published_at_once_and_their_rows_written_once_per_lin
     assert written == ["device"]  # one write for four stage changes, the newest
     assert LoadJob.objects.get(pk=job.pk).state == "running"
     assert LoadJob.objects.get(pk=job.pk).stage == "device"
+    sink.close()
+
+
+def first_event_published(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[LoadJob, progress_sink.ProgressSink, list[dict[str, Any]], list[tuple[str, ...]]]:
+    """A sink that has published a new job's first event and written nothing yet (a long linger):
+    the job, the sink, what was published, and each transition tried from here on."""
+    job = services.job_start(model_name="m", model_path="/m", device="cpu", dtype="auto", source="web")
+    monkeypatch.setattr(progress_sink, "LINGER_S", 5.0)
+    published: list[dict[str, Any]] = []
+    tried: list[tuple[str, ...]] = []
+    real = services._transition
+
+    def counted(job: LoadJob, allowed: tuple[str, ...], **fields: Any) -> bool:
+        tried.append(tuple(str(a) for a in allowed))
+        return real(job, allowed, **fields)
+
+    monkeypatch.setattr(services, "_transition", counted)
+    monkeypatch.setattr(progress_sink.publisher, "send", lambda state, force=True: published.append(state["job"]))
+    sink = progress_sink.ProgressSink(job)
+    sink.offer(ProgressEvent(Stage.TOKENIZER, 30.0, "t"), True)
+    for _ in range(500):
+        if published:
+            break
+        threading.Event().wait(0.01)
+    assert published and not tried
+    return job, sink, published, tried
+
+
+def test_a_load_done_within_the_linger_keeps_when_it_began_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its only progress row is superseded by the outcome: the outcome carries the start time."""
+    job, sink, published, _tried = first_event_published(monkeypatch)
+    assert published[0]["state"] == "running" and published[0]["started_at"]
+    sink.drain(superseded=True)
+    final = ProgressEvent(Stage.DONE, 100.0, "done").to_dict()
+    assert services.job_succeed(job=job, device="cpu", dtype="bfloat16", metadata={}, event=final)
+    sink.close()
+    row = LoadJob.objects.get(pk=job.pk)
+    assert row.state == "succeeded" and row.started_at is not None and row.started_at < row.finished_at
+    assert row.started_at.isoformat() == published[0]["started_at"]
+
+
+def test_the_first_row_write_is_one_transition(monkeypatch: pytest.MonkeyPatch) -> None:
+    job, sink, _published, tried = first_event_published(monkeypatch)
+    sink.drain()
+    assert tried == [("queued",)]  # queued → running at once, not "running?" first
+    assert LoadJob.objects.get(pk=job.pk).state == "running"
     sink.close()
