@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--params", default="500M")
     args = parser.parse_args()
+    import django
+
+    django.setup()  # LiveServer.wait_warm reads the start-up module's log line constant
     path = checkpoint(f"llama-{args.params.lower()}-4", args.params, 4)
     servers = []
     for i, tree in enumerate(args.trees):

@@ -21,6 +21,7 @@ from . import processes, services
 from .events import publisher
 from .models import LoadJob, ServerProcess
 from .pipeline import ProgressEvent
+from .pipeline.events import Stage
 from .process import IDENTITY, SLOT
 from .selectors import loader_state_safe, processes_holding
 
@@ -130,6 +131,8 @@ class ProgressSink:
         for i, (event, stage_changed) in enumerate(batch):
             if self._stale or not (stage_changed or i == len(batch) - 1):
                 continue
+            if self._superseded and event.stage is Stage.DONE:
+                continue  # the outcome's own snapshot, a moment later, says "done" and more
             mirror(self.job, event)  # the snapshot shows this event (the row may lag by LINGER_S)
             queued = self.job.state == LoadJob.State.QUEUED
             if queued:  # running from its first event on; the first row write keeps this time
