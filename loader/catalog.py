@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,26 +177,25 @@ def _local_models(root: Path) -> list[ModelEntry]:
     return [entry for child in _children(root) for entry in _entries_under(root, child)]
 
 
-def _entries_under(root: Path, child: Path, only: str | None = None) -> list[ModelEntry]:
-    """What one top-level entry of the models folder lists: itself, its org/name or Trainer
-    checkpoint-N folders; ``only`` looks at that one second-level name instead of listing them."""
+def _entries_under(root: Path, child: Path, only: str | None = None) -> Iterator[ModelEntry]:
+    """What one top-level entry of the models folder lists, in order: itself, then its org/name or
+    Trainer checkpoint-N folders; ``only`` looks at that one second-level name instead."""
     if not inside(child, root):
-        return []
+        return
     if child.suffix == ".gguf" and not _is_dir(child):  # a lone GGUF file: listed with its reason
-        return [ModelEntry(child.name, child, "local")]
+        yield ModelEntry(child.name, child, "local")
+        return
     if not _is_dir(child):
-        return []
-    found = []
+        return
     model = _is_model(child)
     if model and only is None:
-        found.append(ModelEntry(child.name, child, "local"))
+        yield ModelEntry(child.name, child, "local")
     grands = _children(child) if only is None else [child / only]
     for grand in grands:  # org/name layout, or a Trainer run's checkpoint-N folders
         if model and not _CHECKPOINT.fullmatch(grand.name):
             continue
         if _is_dir(grand) and inside(grand, root) and _is_model(grand, unreadable_counts=False):
-            found.append(ModelEntry(f"{child.name}/{grand.name}", grand, "local"))
-    return found
+            yield ModelEntry(f"{child.name}/{grand.name}", grand, "local")
 
 
 def _hf_cache_models(cache: Path) -> list[ModelEntry]:
@@ -228,7 +228,7 @@ def find_model(name: str) -> ModelEntry | None:
     if len(parts) <= 2 and all(p and not p.startswith(".") for p in parts) and _spelled(root, parts):
         for entry in _entries_under(root, root / parts[0], parts[1] if len(parts) == 2 else None):
             if entry.name == name:
-                return entry
+                return entry  # a model folder's own entry comes first: its checkpoints are not looked at
     return _by_name(name, _hf_cache_models(Path(settings.MACTUNER_HF_CACHE)))
 
 

@@ -56,14 +56,13 @@ class _OnLoop:
     Under ASGI, Django's ``MiddlewareMixin`` calls every ``process_request`` and
     ``process_response`` through ``sync_to_async``: a thread hop per hook (18 for one
     ``POST /api/load`` with Django's classes), each a GIL hand-off between the loop and Django's
-    sync thread. With a load
-    running (a Python-bound thread) every hop waits for the GIL, so a click's answer and the
-    load itself paid for them. The hooks of these middleware only look at headers, cookies and
-    lazy objects (no database, no files), so they run where they are called; the hooks that may
-    touch the database (a modified session's save, messages that were read or added, which may be
-    kept in the session) still go to the sync thread (``Sessions``, ``Messages``); the message
-    catalogs ``Locale`` activates are read at start-up, off the loop (``startup``). In WSGI mode,
-    and for Django's test client, nothing changes.
+    sync thread. With a load running (a Python-bound thread) every hop waits for the GIL, so a
+    click's answer and the load itself paid for them. The hooks of these middleware only look at
+    headers, cookies and lazy objects (no database, no files), so they run where they are called;
+    a response hook that may touch the database (``writes``: a modified session's save, messages
+    that may be kept in the session) still goes to the sync thread; the message catalogs
+    ``Locale`` activates are read at start-up, off the loop (``startup``). In WSGI mode, and for
+    Django's test client, nothing changes.
 
     Security, CSRF and X-Frame-Options stay Django's own classes: ``check --deploy`` finds them
     by their dotted names (and skips its HSTS/SSL checks when it does not); that check is worth
@@ -77,20 +76,21 @@ class _OnLoop:
         if hasattr(self, "process_request"):
             response = self.process_request(request)
         response = response or await self.get_response(request)
-        if hasattr(self, "process_response"):
-            response = await self.respond(request, response)
-        return response
+        if not hasattr(self, "process_response"):
+            return response
+        if self.writes(request):
+            return await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
+        return self.process_response(request, response)
 
-    async def respond(self, request: HttpRequest, response: Any) -> Any:
-        return self.process_response(request, response)  # type: ignore[attr-defined]
+    def writes(self, request: HttpRequest) -> bool:
+        """Whether this request's response hook may touch the database."""
+        return False
 
 
 class Sessions(_OnLoop, SessionMiddleware):
-    async def respond(self, request: HttpRequest, response: Any) -> Any:
+    def writes(self, request: HttpRequest) -> bool:  # saves the session
         session = getattr(request, "session", None)
-        if session is not None and (session.modified or settings.SESSION_SAVE_EVERY_REQUEST):
-            return await sync_to_async(self.process_response, thread_sensitive=True)(request, response)  # saves
-        return self.process_response(request, response)
+        return session is not None and (session.modified or settings.SESSION_SAVE_EVERY_REQUEST)
 
 
 class Locale(_OnLoop, LocaleMiddleware):
@@ -106,8 +106,6 @@ class Authentication(_OnLoop, AuthenticationMiddleware):
 
 
 class Messages(_OnLoop, MessageMiddleware):
-    async def respond(self, request: HttpRequest, response: Any) -> Any:
+    def writes(self, request: HttpRequest) -> bool:  # may store them in the session
         storage = getattr(request, "_messages", None)
-        if storage is not None and (storage.used or storage.added_new):  # may store them in the session
-            return await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
-        return self.process_response(request, response)
+        return storage is not None and (storage.used or storage.added_new)

@@ -122,12 +122,11 @@ class ProgressSink:
             return
         if batch and not self._superseded:
             self._unwritten = batch[-1][0]
-        unloaded = False
         if self._write_due():
-            unloaded = self._record(self._unwritten)  # type: ignore[arg-type]
+            self._record(self._unwritten)  # type: ignore[arg-type]
         if not batch:
             return
-        holders = self._holders(fresh=unloaded)
+        holders = self._holders()
         for i, (event, stage_changed) in enumerate(batch):
             if self._stale or not (stage_changed or i == len(batch) - 1):
                 continue
@@ -142,14 +141,14 @@ class ProgressSink:
                 state["job"]["state"] = LoadJob.State.RUNNING  # (that write tries queued first)
             publisher.send(state, force=stage_changed)
 
-    def _record(self, newest: ProgressEvent) -> bool:
-        """Write the newest event to the row; True when it also recorded our slot's unload."""
-        job, unloaded = self.job, False
+    def _record(self, newest: ProgressEvent) -> None:
+        """Write the newest event to the row (and, once, our slot's unload of the previous model)."""
+        job = self.job
         self._unwritten, self._written_at = None, time.monotonic()
         try:
             if not self.recorded_unload and SLOT.loaded is None and IDENTITY.serving:
                 processes.process_record_unloaded()  # the slot dropped the previous model: say so
-                self.recorded_unload = unloaded = True
+                self.recorded_unload = True
                 self._held = None  # the next snapshot reads the servers' models afresh
             services.job_progress(job=job, event=newest.to_dict())
             self.storage_error = ""
@@ -159,13 +158,12 @@ class ProgressSink:
             self.storage_error = repr(exc)
             close_old_connections()  # a dropped connection is replaced on the next write
             mirror(job, newest)
-        return unloaded
 
-    def _holders(self, fresh: bool) -> list[ServerProcess] | None:
+    def _holders(self) -> list[ServerProcess] | None:
         """The servers' models for the snapshots, read at most once a second (they change when our
-        slot unloads, which ``fresh`` says, or when another server loads): a write saves a query."""
+        slot unloads, which drops this cache, or when another server loads): a write saves a query."""
         now = time.monotonic()
-        if fresh or self._held is None or now - self._held[0] > HOLDERS_TTL_S:
+        if self._held is None or now - self._held[0] > HOLDERS_TTL_S:
             try:
                 self._held = (now, processes_holding())
             except DatabaseError:

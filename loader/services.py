@@ -107,14 +107,11 @@ def job_progress(*, job: LoadJob, event: dict[str, Any]) -> bool:
         "detail": event["detail"], "timings": event["timings"], "progress_at": now, "heartbeat_at": now,
     }  # fmt: skip
     # The row decides, not our copy (which may be stale after the database was unwritable); our
-    # copy only says which write to try first, so the usual case is one statement.
-    # When it began running: the first event (the progress writer may publish it before writing).
-    began = job.started_at or now
-    if job.state == S.QUEUED and _transition(job, (S.QUEUED,), state=S.RUNNING, started_at=began, **fields):
-        return True
-    if _transition(job, (S.RUNNING,), **fields):
-        return True
-    return job.state != S.QUEUED and _transition(job, (S.QUEUED,), state=S.RUNNING, started_at=began, **fields)
+    # copy only says which write to try first, so the usual case is one statement. The first
+    # flips queued → running, from when the first event came (it may have been published first).
+    flip = {"state": S.RUNNING, "started_at": job.started_at or now}
+    order = (S.QUEUED, S.RUNNING) if job.state == S.QUEUED else (S.RUNNING, S.QUEUED)
+    return any(_transition(job, (state,), **fields, **(flip if state == S.QUEUED else {})) for state in order)
 
 
 def job_heartbeat(*, job_id: int) -> bool:
