@@ -105,6 +105,10 @@ class ServerProcess(models.Model):
     dtype = models.CharField(max_length=16, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     loaded_at = models.DateTimeField(null=True, blank=True)
+    # The model-host process that holds the model for this server (its memory is there).
+    host_pid = models.IntegerField(null=True, blank=True)
+    # The model this server lost when its host died outside a load: {name, code, signal, at}.
+    lost = models.JSONField(default=dict, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["host", "pid"], name="loader_one_row_per_process")]

@@ -1,7 +1,9 @@
-"""This process's own state: who it is, the model slot it holds, the cancel tokens of its loads.
+"""This process's own state: who it is, its model host, the cancel tokens of its loads.
 
-Only state that cannot live in the database is here (a model in memory, a thread's cancel
-flag). Everything other processes must know is mirrored in ``ServerProcess`` by the services.
+Only state that cannot live in the database is here (the handle on the host process that holds
+the model, a job thread's cancel flag). Everything other processes must know is mirrored in
+``ServerProcess`` by the services. The host is spawned by whoever first needs it (the server's
+start-up hook, ``loadmodel``), never by importing this module.
 """
 
 from __future__ import annotations
@@ -11,18 +13,18 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
-from .pipeline import ModelSlot
+from .host.supervisor import Host
 
-HOST = socket.gethostname()
+HOSTNAME = socket.gethostname()
 PID = os.getpid()
-SLOT = ModelSlot()
+MODEL_HOST = Host()
 
 
 @dataclass
 class Identity:
     """Where other processes reach this one; ``channel`` is set once the agent listens."""
 
-    host: str = HOST
+    host: str = HOSTNAME
     pid: int = PID
     channel: str = ""
     # A server records what it holds; the CLI (whose model dies with it) turns this off.

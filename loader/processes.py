@@ -17,10 +17,10 @@ from django.utils import timezone
 from loader.pipeline.i18n import gettext_noop
 
 from .events import publisher
+from .host.supervisor import HostBusy
 from .models import ServerProcess
-from .pipeline import LoadedModel
 from .pipeline.errors import LoaderBusy
-from .process import IDENTITY, SLOT
+from .process import IDENTITY, MODEL_HOST
 from .selectors import PROCESS_STALE_S, job_active, loader_state, process_is_live, processes_holding
 
 log = logging.getLogger("loader.processes")
@@ -37,16 +37,17 @@ def _mine() -> ServerProcess:
     row, created = ServerProcess.objects.update_or_create(
         host=IDENTITY.host, pid=IDENTITY.pid, defaults={"heartbeat_at": now, "channel": IDENTITY.channel}
     )
-    loaded = SLOT.loaded
-    if created and loaded is not None:
-        _write_loaded(loaded)
+    model = MODEL_HOST.model
+    if created and model is not None:
+        _write_loaded(model)
     return row
 
 
-def _write_loaded(loaded: LoadedModel, **also: Any) -> int:
+def _write_loaded(model: dict[str, Any], **also: Any) -> int:
     return ServerProcess.objects.filter(host=IDENTITY.host, pid=IDENTITY.pid).update(
-        model_name=loaded.name, model_path=str(loaded.path), device=loaded.device, dtype=loaded.dtype,
-        metadata=loaded.metadata, loaded_at=timezone.now(), **also,
+        model_name=model.get("name", ""), model_path=str(model.get("path", "")), device=model.get("device", ""),
+        dtype=model.get("dtype", ""), metadata=model.get("metadata") or {}, loaded_at=timezone.now(),
+        host_pid=MODEL_HOST.pid, lost={}, **also,
     )  # fmt: skip
 
 
@@ -73,25 +74,39 @@ def process_expire() -> list[str]:
     return [f"{row.host}:{row.pid}" for row in gone]
 
 
-def process_record_loaded(*, loaded: LoadedModel) -> None:
+def process_record_loaded(*, model: dict[str, Any]) -> None:
     if not IDENTITY.serving:
         return
     # One statement when our row is there (the usual case: it sits in the outcome's transaction);
     # if it was expired meanwhile (we were paused), recreate it and write the model again.
-    if not _write_loaded(loaded, heartbeat_at=timezone.now(), channel=IDENTITY.channel):
+    if not _write_loaded(model, heartbeat_at=timezone.now(), channel=IDENTITY.channel):
         _mine()
-        _write_loaded(loaded)
+        _write_loaded(model)
 
 
-def process_record_unloaded() -> None:
+def process_record_unloaded(*, lost: dict[str, Any] | None = None) -> None:
+    """Our host holds nothing now; ``lost`` says which model went without being asked to, and why."""
+    if not IDENTITY.serving:
+        return
     ServerProcess.objects.filter(host=IDENTITY.host, pid=IDENTITY.pid).update(
-        model_name="", model_path="", device="", dtype="", metadata={}, loaded_at=None
+        model_name="", model_path="", device="", dtype="", metadata={}, loaded_at=None, lost=lost or {}
     )
 
 
+def process_record_lost(*, model: dict[str, Any], why: str) -> None:
+    """The host died holding ``model`` (outside a load): the dashboards say no model, and why."""
+    code, _, signal = why.partition(":")
+    lost = {"name": model.get("name", ""), "code": code, "signal": signal, "at": timezone.now().isoformat()}
+    process_record_unloaded(lost=lost)
+    transaction.on_commit(lambda: publisher.send(loader_state()))
+
+
 def model_unload_local() -> bool:
-    """Empty this process's slot and its row; raises LoaderBusy while a load holds the slot."""
-    had = SLOT.unload()
+    """Empty this process's host and its row; raises LoaderBusy while a load runs in the host."""
+    try:
+        had = MODEL_HOST.unload()
+    except HostBusy:
+        raise LoaderBusy(gettext_noop("모델을 로드하는 중에는 언로드할 수 없습니다."), "host busy") from None
     process_record_unloaded()
     return had
 
@@ -102,9 +117,9 @@ def model_unload() -> bool:
     Refused (LoaderBusy) while a load runs anywhere. Another server is asked over its channel
     and its row is watched until it is empty.
     """
-    if job_active() is not None or SLOT.busy:
+    if job_active() is not None or MODEL_HOST.busy:
         raise LoaderBusy(gettext_noop("모델을 로드하는 중에는 언로드할 수 없습니다."), "a load is active")
-    had = model_unload_local() if SLOT.loaded is not None else False
+    had = model_unload_local() if MODEL_HOST.model is not None else False
     others = [row for row in processes_holding() if (row.host, row.pid) != (IDENTITY.host, IDENTITY.pid)]
     remote = bool(others)
     # The ask expires with our wait: a server that answers later must not unload after our 503.

@@ -1,11 +1,13 @@
-"""Runs a LoadJob through the pipeline: the web's thread target and the CLI's body.
+"""Runs a LoadJob by driving the model host: the web's thread target and the CLI's body.
 
-Progress goes through the one ``Throttle``: when it says so the row is written and the one
-snapshot published. Threads open and close their own DB connections. Cancel has one route,
-the job row's flag: ``services.job_cancel`` sets it and nudges the owner (this process's token
-at once, another server over its agent channel); the supervising thread also reads the flag
-every 0.5 s, which is how a CLI owner (no channel) hears it. A database that cannot be written
-(disk full) never stops a load: progress is still published, the outcome written once it can be.
+The load itself runs in the host process (``loader.host``); this thread follows it. Each host
+event goes through the one ``Throttle``: when due, the row is written (``services``) and the one
+snapshot published. Cancel has one route, the job row's flag: ``services.job_cancel`` sets it
+and nudges the owner (this process's token at once, another server over its agent channel, a
+CLI by its row); this thread hands it to the host, which gets ``CANCEL_GRACE_S`` to stop before
+it is killed and a fresh one spawned (the only cancel that always frees the memory). A host that
+dies fails the job with a typed error; the server keeps serving. Threads open and close their
+own DB connections; a database that cannot be written (disk full) never stops a load.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import threading
 import time
 import traceback
@@ -26,24 +29,31 @@ from django.db import DatabaseError, DataError, OperationalError, close_old_conn
 from . import processes, services
 from .catalog import resolve_base
 from .events import Throttle, publisher
+from .host.supervisor import Host, HostBusy, Outcome
 from .models import LoadJob
-from .pipeline import LoadCancelled, LoadedModel, LoadError, LoadRequest, ProgressEvent
+from .pipeline.adapters import read_adapter_config
+from .pipeline.events import ProgressEvent, Stage, stage_message
 from .pipeline.i18n import Msg, gettext_noop
-from .process import IDENTITY, SLOT, TOKENS
-from .progress_sink import ProgressSink
+from .pipeline.safefs import folder_root
+from .process import MODEL_HOST, TOKENS
 from .selectors import loader_state_safe
 
 CANCEL_POLL_S = 0.5
 HEARTBEAT_S = 5.0
 UNEXPECTED = gettext_noop("예기치 않은 내부 오류가 발생했습니다. 자세한 내용은 작업 기록(관리자 화면)에 있습니다.")
+HOST_DIED = gettext_noop(
+    "모델 호스트 프로세스가 종료되었습니다({signal}). 서버는 계속 동작하며, 다음 로드는 새 호스트에서 진행됩니다."
+)
+OUT_OF_MEMORY = gettext_noop(
+    "메모리가 부족해 운영체제가 모델 호스트 프로세스를 종료했습니다({signal}). 더 작은 모델이나 dtype을 선택하세요."
+)
 log = logging.getLogger("loader.runner")
 
-Listener = Callable[[ProgressEvent], None]
+Listener = Callable[[dict[str, Any]], None]
 
 
 def start_job_thread(job: LoadJob) -> threading.Thread:
-    """Start the load of the just-committed ``job`` (the view's instance: the thread gets a copy,
-    so it starts without reading the row back and the view may go on serializing its own)."""
+    """Start following the just-committed ``job`` (the view's instance: the thread gets a copy)."""
     job = copy.copy(job)
     TOKENS.open(job.pk)
     thread = threading.Thread(target=_thread_main, args=(job,), name=f"load-job-{job.pk}", daemon=True)
@@ -73,114 +83,137 @@ def _thread_main(job: LoadJob) -> None:
         connection.close()
 
 
-class _Outcome:
-    """What the worker thread produced, read by the supervising thread once it ends."""
+def load_spec(job: LoadJob) -> dict[str, Any]:
+    """What the host is asked to load. An adapter's base is resolved here, by the catalog (the
+    host has no Django and no settings); the host's preflight checks everything else."""
+    path = Path(job.model_path)
+    bases: dict[str, str] = {}
+    with contextlib.suppress(Exception):  # not an adapter, or a broken one: the host says why
+        base = read_adapter_config(path, folder_root(path)).get("base_model_name_or_path")
+        if isinstance(base, str) and (found := resolve_base(base)) is not None:
+            bases[base] = str(found)
+    return {
+        "path": str(path), "device": job.device_requested, "dtype": job.dtype_requested, "lang": job.lang,
+        "allow_remote_code": settings.MACTUNER_TRUST_REMOTE_CODE, "name": job.model_name, "merge": job.merge,
+        "read_limit_bps": settings.MACTUNER_READ_LIMIT_MBPS * 1e6, "requested_at": job.created_at.timestamp(),
+        "bases": bases,
+    }  # fmt: skip
 
-    loaded: LoadedModel | None = None
-    error: BaseException | None = None
-    traceback: str = ""
 
+class _Follower:
+    """The job thread's side of one load: host events in, rows and snapshots out."""
 
-def _work(outcome: _Outcome, request: LoadRequest, on_event: Listener, cancel: threading.Event) -> None:
-    try:
-        outcome.loaded = SLOT.load(request, on_event, cancel)
-    except BaseException as exc:  # handed to the supervisor, which records it
-        outcome.error, outcome.traceback = exc, traceback.format_exc()
-    finally:
-        connection.close()  # the worker's own connection (progress writes)
+    def __init__(self, job: LoadJob, cancel: threading.Event, listener: Listener | None, host: Host) -> None:
+        self.job, self.cancel, self.listener, self.host = job, cancel, listener, host
+        # job_start published this job at "preparing 0 %" a moment ago.
+        self.throttle = Throttle(sent_stage=job.stage)
+        self.last_event: dict[str, Any] | None = None
+        self.percent = 0.0
+        self.polled = self.beat = time.monotonic()
+        self.storage_error = ""
 
-
-def execute_job(job: LoadJob, cancel: threading.Event, listener: Listener | None = None) -> LoadJob:
-    """Load ``job`` into this process's slot; returns the job in its final state.
-
-    The pipeline runs in a worker thread and this thread supervises it: it reads the cancel flag
-    of the row (the one cancel route), and if a cancelled load cannot stop (a read blocked on a
-    dead disk or a FIFO) it abandons it after ``ABANDON_AFTER_S`` so the slot serves the next load.
-    """
-    request = LoadRequest(
-        Path(job.model_path), job.device_requested, job.dtype_requested,
-        allow_remote_code=settings.MACTUNER_TRUST_REMOTE_CODE,
-        read_limit_bps=settings.MACTUNER_READ_LIMIT_MBPS * 1e6, lang=job.lang, name=job.model_name,
-        merge=job.merge, base_resolver=resolve_base, requested_at=job.created_at.timestamp(),
-    )  # fmt: skip
-    # job_start published this job at "preparing 0 %" a moment ago: the load's own first event
-    # says nothing new, and skipping its write leaves the load's first milliseconds to the load.
-    throttle = Throttle(sent_stage=job.stage)
-    muted = threading.Event()
-    sink = ProgressSink(job)
-    last_event: list[ProgressEvent] = []
-
-    def on_event(event: ProgressEvent) -> None:
-        if muted.is_set():
-            if cancel.is_set():
-                raise LoadCancelled()
-            return
-        last_event[:] = [event]  # serialized when due, not on every event
-        send, stage_changed = throttle.due(event.stage.value)
+    def on_event(self, event: dict[str, Any]) -> None:
+        event["percent"] = self.percent = max(self.percent, float(event.get("percent", 0.0)))
+        self.last_event = event
+        if self.listener is not None:
+            self.listener(event)
+        send, stage_changed = self.throttle.due(str(event.get("stage")))
         if send:
-            sink.offer(event, stage_changed)  # written and published by the sink's thread
-        if listener is not None:
-            listener(event)
+            self._write(event, stage_changed)
 
-    try:
-        return _supervise(job, request, on_event, cancel, muted, sink, last_event)
-    finally:
-        sink.close()
+    def on_waiting(self, elapsed: float) -> None:
+        """The host is still starting (imports): a named step whose seconds move."""
+        if self.host.ready:
+            return
+        percent = round(2.4 * (1 - math.exp(-elapsed / 6)), 2)  # below the host's own "checking" 2.5 %
+        message = stage_message(Stage.PREPARING, self.job.lang, "host", elapsed=f"{elapsed:.1f}")
+        self.on_event(ProgressEvent(Stage.PREPARING, percent, message).to_dict())
 
+    def on_dropped(self) -> None:
+        """The host dropped the previous model for this load: our server row says so now."""
+        with contextlib.suppress(DatabaseError):
+            processes.process_record_unloaded()
+        publisher.send(loader_state_safe(self.job))
 
-def _supervise(
-    job: LoadJob, request: LoadRequest, on_event: Listener, cancel: threading.Event, muted: threading.Event,
-    sink: ProgressSink, last_event: list[ProgressEvent],
-) -> LoadJob:  # fmt: skip
-    outcome = _Outcome()
-    worker = threading.Thread(
-        target=_work, args=(outcome, request, on_event, cancel), name=f"load-work-{job.pk}", daemon=True
-    )
-    worker.start()  # first: nothing on the way to the first byte read waits for this thread's work
-    rss_before = _rss()
-    cancelled_at = 0.0
-    beat = time.monotonic()
-    while worker.is_alive():
-        worker.join(CANCEL_POLL_S)
-        if not worker.is_alive():
-            break  # done: the outcome is what counts now, not one more query of the cancel flag
-        if not cancel.is_set() and _flag_set(job.pk):
-            cancel.set()
-        if time.monotonic() - beat >= HEARTBEAT_S:  # alive even in a stage that reports nothing
-            beat = time.monotonic()
+    def should_cancel(self) -> bool:
+        now = time.monotonic()
+        if not self.cancel.is_set() and now - self.polled >= CANCEL_POLL_S:
+            self.polled = now
+            if _flag_set(self.job.pk):
+                self.cancel.set()
+        if now - self.beat >= HEARTBEAT_S:  # alive even in a stage that reports nothing
+            self.beat = now
             with contextlib.suppress(DatabaseError):
-                services.job_heartbeat(job_id=job.pk)
-        if cancel.is_set() and worker.is_alive():
-            cancelled_at = cancelled_at or time.monotonic()
-            if time.monotonic() - cancelled_at >= settings.MACTUNER_ABANDON_AFTER_S:
-                muted.set()
-                SLOT.abandon()
-                sink.drain()
-                _record(services.job_abandon, job=job, held_bytes=max(_rss() - rss_before, 0))
-                log.error("job %s: the load did not stop after cancel; abandoned its thread", job.pk)
-                return _finish_publish(job)
-    # Every progress row written before the outcome; a success's own write supersedes the rest.
-    sink.drain(superseded=outcome.loaded is not None and outcome.error is None)
-    if isinstance(outcome.error, LoadCancelled):
-        _record(services.job_mark_cancelled, job=job)
-    elif isinstance(outcome.error, LoadError):
-        err = outcome.error
-        _record(services.job_fail, job=job, code=err.code, message=Msg(err.template, err.params), detail=err.detail)
-    elif outcome.error is not None:  # a bug or an exotic checkpoint: record it, keep serving
-        log.error("load of job %s failed unexpectedly:\n%s", job.pk, outcome.traceback)
-        _record(services.job_fail, job=job, code="internal", message=UNEXPECTED, detail=outcome.traceback)
-    elif outcome.loaded is not None:
-        loaded = outcome.loaded
-        final = last_event[0].to_dict()
+                services.job_heartbeat(job_id=self.job.pk)
+        return self.cancel.is_set()
+
+    def _write(self, event: dict[str, Any], stage_changed: bool) -> None:
+        job = self.job
+        try:
+            services.job_progress(job=job, event=event)
+            self.storage_error = ""
+        except DatabaseError as exc:  # disk full, DB gone: the load goes on, viewers still hear it
+            if not self.storage_error:
+                log.error("job %s: progress not saved: %r", job.pk, exc)
+            self.storage_error = repr(exc)
+            close_old_connections()
+            mirror(job, event)
+        publisher.send(loader_state_safe(job), force=stage_changed)
+
+
+def mirror(job: LoadJob, event: dict[str, Any]) -> None:
+    """Keep the in-memory row current when it cannot be written, so viewers still see progress."""
+    job.stage, job.percent, job.message = event["stage"], event["percent"], event["message"]
+    job.detail, job.timings = event["detail"], event["timings"]
+
+
+def execute_job(
+    job: LoadJob, cancel: threading.Event, listener: Listener | None = None, host: Host = MODEL_HOST,
+    grace_s: float | None = None,
+) -> LoadJob:  # fmt: skip
+    """Load ``job`` in the model host; returns the job in its final state."""
+    follower = _Follower(job, cancel, listener, host)
+    try:
+        outcome = host.load(
+            job.pk, load_spec(job), on_event=follower.on_event, on_dropped=follower.on_dropped,
+            on_waiting=follower.on_waiting, should_cancel=follower.should_cancel,
+            grace_s=settings.MACTUNER_CANCEL_GRACE_S if grace_s is None else grace_s,
+        )  # fmt: skip
+    except HostBusy:
+        outcome = Outcome("failed", error={"code": "busy", "detail": "the model host is running another load"})
+    return _record_outcome(job, outcome, follower.last_event)
+
+
+def _record_outcome(job: LoadJob, outcome: Outcome, last_event: dict[str, Any] | None) -> LoadJob:
+    if outcome.dropped:  # the model held before this load is gone; if the host went, say why
+        code = "cancelled" if outcome.state == "cancelled" else str((outcome.error or {}).get("code", ""))
+        lost = {"name": outcome.previous, "code": code, "signal": outcome.killed} if outcome.killed else None
+        _record(processes.process_record_unloaded, lost=lost)
+    if outcome.state == "loaded" and outcome.model is not None:
+        model = outcome.model
+        final = last_event or {"message": "", "detail": {}, "timings": {}}
         ok = _record(
-            services.job_succeed, job=job, device=loaded.device, dtype=loaded.dtype, metadata=loaded.metadata,
-            event=final, loaded=loaded,
+            services.job_succeed, job=job, device=model.get("device", ""), dtype=model.get("dtype", ""),
+            metadata=model.get("metadata") or {}, event=final, model=model,
         )  # fmt: skip
         if not ok:
             log.warning("job %s finished loading but its row had already ended (reaped?)", job.pk)
         return _finish_publish(job, reread=not ok)
-    if SLOT.loaded is None and IDENTITY.serving:
-        _record(processes.process_record_unloaded)
+    if outcome.state == "cancelled":
+        _record(services.job_mark_cancelled, job=job, recycled=outcome.killed == "cancel")
+        return _finish_publish(job)
+    error = outcome.error or {}
+    code = str(error.get("code") or "internal")
+    if code in ("host_died", "out_of_memory") and outcome.killed:
+        message = gettext_noop(HOST_DIED if code == "host_died" else OUT_OF_MEMORY, signal=outcome.killed)
+        detail = f"model host ended by {outcome.killed} during the load"
+        _record(services.job_fail, job=job, code=code, message=message, detail=detail)
+    elif code == "internal" or "template" not in error:
+        log.error("load of job %s failed unexpectedly:\n%s", job.pk, error.get("detail", ""))
+        _record(services.job_fail, job=job, code="internal", message=UNEXPECTED, detail=str(error.get("detail", "")))
+    else:
+        message = Msg(str(error["template"]), error.get("params") or {})
+        _record(services.job_fail, job=job, code=code, message=message, detail=str(error.get("detail", "")))
     return _finish_publish(job)
 
 
@@ -218,12 +251,3 @@ def _finish_publish(job: LoadJob, reread: bool = True) -> LoadJob:
             job.refresh_from_db()
     publisher.send(loader_state_safe(job))
     return job
-
-
-def _rss() -> int:
-    try:
-        import psutil
-
-        return int(psutil.Process().memory_info().rss)
-    except Exception:
-        return 0

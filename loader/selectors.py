@@ -19,6 +19,7 @@ from .history import expected_total_seconds
 from .i18n import both
 from .models import LoadJob, ServerProcess
 from .pipeline.events import WeightsDetail
+from .pipeline.i18n import gettext_noop
 from .process import IDENTITY, pid_alive
 
 PROCESS_STALE_S = 15.0
@@ -105,9 +106,35 @@ def processes_holding() -> list[ServerProcess]:
 def loaded_summary(row: ServerProcess) -> dict[str, Any]:
     return {
         "name": row.model_name, "path": row.model_path, "device": row.device, "dtype": row.dtype,
-        "metadata": row.metadata, "owner": {"host": row.host, "pid": row.pid},
+        "metadata": row.metadata, "owner": {"host": row.host, "pid": row.pid, "model_host_pid": row.host_pid},
         "loaded_at": _iso(row.loaded_at),
     }  # fmt: skip
+
+
+LOST_REASONS = {
+    "host_died": gettext_noop(
+        "모델 호스트 프로세스가 종료되어({signal}) 모델 {name}이(가) 메모리에서 사라졌습니다. 다시 로드하세요."
+    ),
+    "out_of_memory": gettext_noop(
+        "메모리가 부족해 운영체제가 모델 호스트 프로세스를 종료했습니다({signal}). 모델 {name}이(가) 언로드되었습니다."
+    ),
+    "cancelled": gettext_noop(
+        "취소한 로드가 멈추지 않아 모델 호스트를 다시 시작했습니다. 이전 모델 {name}도 함께 언로드되었습니다."
+    ),
+}
+
+
+def model_lost() -> dict[str, Any] | None:
+    """The model a live server lost without being asked (its host died), newest first: status says why."""
+    rows = ServerProcess.objects.filter(model_name="").exclude(lost={}).order_by("-heartbeat_at")
+    for row in rows:
+        if not process_is_live(row) or not isinstance(row.lost, dict):
+            continue
+        lost = row.lost
+        template = LOST_REASONS.get(str(lost.get("code")), LOST_REASONS["host_died"])
+        params = {"name": lost.get("name") or "?", "signal": lost.get("signal") or "?"}
+        return {**lost, "owner": {"host": row.host, "pid": row.pid}, "text": both(template, params)}
+    return None
 
 
 def loader_state(*, job: LoadJob | None = None, holders: list[ServerProcess] | None = None) -> dict[str, Any]:
@@ -124,6 +151,7 @@ def loader_state(*, job: LoadJob | None = None, holders: list[ServerProcess] | N
         "loaded": loaded_summary(holders[0]) if holders else None,
         # Every live server's model (one per server): memory held anywhere is never hidden.
         "held": [loaded_summary(row) for row in holders],
+        "lost": None if holders else model_lost(),
         "emitted_at": time.time(),
     }
 
@@ -134,4 +162,7 @@ def loader_state_safe(job: LoadJob, holders: list[ServerProcess] | None = None) 
     try:
         return loader_state(job=job, holders=holders)
     except DatabaseError:
-        return {"type": "snapshot", "job": job_snapshot(job), "loaded": None, "held": [], "emitted_at": time.time()}
+        return {
+            "type": "snapshot", "job": job_snapshot(job), "loaded": None, "held": [], "lost": None,
+            "emitted_at": time.time(),
+        }  # fmt: skip

@@ -19,9 +19,8 @@ from .events import publisher
 from .history import forget_expected
 from .i18n import in_lang
 from .models import LoadJob, ServerProcess
-from .pipeline import LoadedModel
 from .pipeline.i18n import gettext_noop, parts
-from .process import IDENTITY, SLOT, TOKENS, pid_alive
+from .process import IDENTITY, MODEL_HOST, TOKENS, pid_alive
 from .processes import process_record_loaded
 from .selectors import loader_state
 
@@ -75,7 +74,7 @@ def job_start(
     The partial unique index decides races between threads, processes and the CLI.
     """
     job_reap()
-    if SLOT.busy:  # a load of ours holds the slot: refuse before any row exists
+    if MODEL_HOST.busy:  # a load of ours runs in our host: refuse before any row exists
         active = LoadJob.objects.filter(state__in=ACTIVE).first()
         if active is not None:
             raise JobBusy(active)
@@ -129,12 +128,13 @@ def _finish(job: LoadJob, state: str, **fields: Any) -> bool:
 
 def job_succeed(
     *, job: LoadJob, device: str, dtype: str, metadata: dict[str, Any], event: dict[str, Any],
-    loaded: LoadedModel | None = None,
+    model: dict[str, Any] | None = None,
 ) -> bool:  # fmt: skip
-    """The job succeeded; with ``loaded`` this server's row says so in the same transaction."""
+    """The job succeeded; with ``model`` (the host's summary) this server's row says so in the
+    same transaction."""
     with transaction.atomic():
-        if loaded is not None:
-            process_record_loaded(loaded=loaded)
+        if model is not None:
+            process_record_loaded(model=model)
         return _finish(
             job, S.SUCCEEDED, device=device, dtype=dtype, metadata=metadata, percent=100.0, stage="done",
             message=event["message"], detail=event["detail"], timings=event["timings"],
@@ -159,22 +159,19 @@ def job_fail(*, job: LoadJob, code: str, message: str, detail: str) -> bool:
     )
 
 
-def job_mark_cancelled(*, job: LoadJob) -> bool:
-    return _finish(job, S.CANCELLED, message=gettext_noop("로드가 취소되었습니다."), cancel_requested=True)
-
-
-def job_abandon(*, job: LoadJob, held_bytes: int) -> bool:
-    """A cancelled load that could not stop (a blocked read): the slot moved on without it."""
-    message = gettext_noop(
-        "취소했지만 로드가 멈추지 않아(파일 읽기가 응답하지 않음) 포기했습니다. "
-        "멈춘 작업이 약 {mb} MB를 서버를 다시 시작할 때까지 사용할 수 있습니다. 다음 로드는 정상적으로 할 수 있습니다.",
-        mb=round(held_bytes / 1e6),
-    )
-    detail = f"load thread still blocked after cancel; abandoned; process RSS grew {held_bytes} bytes"
-    return _finish(
-        job, S.CANCELLED, cancel_requested=True, message=gettext_noop('로드가 멈추지 않아 포기했습니다(읽기가 막힘).'),
-        **_error_fields("abandoned", message, detail),
-    )  # fmt: skip
+def job_mark_cancelled(*, job: LoadJob, recycled: bool = False) -> bool:
+    """``recycled``: the load did not stop within the grace, so its host was killed (and its memory
+    freed with it) and a fresh one started."""
+    message = gettext_noop("로드가 취소되었습니다.")
+    extra: dict[str, Any] = {}
+    if recycled:
+        said = gettext_noop(
+            "로드가 제때 멈추지 않아 모델 호스트 프로세스를 다시 시작했습니다. 메모리는 모두 반환되었습니다."
+        )
+        extra = _error_fields(
+            "host_recycled", said, "the host did not stop within the cancel grace; killed and respawned"
+        )
+    return _finish(job, S.CANCELLED, message=message, cancel_requested=True, **extra)
 
 
 # --- cancel: one route for web and CLI jobs, in any process -------------------------------------

@@ -4,9 +4,10 @@
 loop as soon as the module is imported, so it runs when the server starts (not at the first
 request); under any other ASGI server it runs on the first call. It binds the publisher to the
 serving loop, starts this process's agent (its row, channel and heartbeat), raises the open-file
-limit, and in background threads reaps jobs a killed server left active and warms the heavy
-imports (``warming``: without holding up the requests answered meanwhile). Every failure is
-logged; none stops the server.
+limit, spawns the model host (which imports torch and transformers in its own process, so the
+first click does not wait for a cold import and the web process never imports them), and in a
+background thread reaps jobs a killed server left active. Every failure is logged; none stops
+the server.
 """
 
 from __future__ import annotations
@@ -21,17 +22,15 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from . import warming
 from .events import publisher
 from .terminal import terminal
 
 log = logging.getLogger("loader.startup")
 _started_on: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
-publisher.observers.append(terminal.show)  # FAQ Q10: a server's terminal shows every load it sees
 
 
-IMPORTS_READY = "imports ready in"  # the log line operators (and the test harness) wait for
+IMPORTS_READY = "model host ready in"  # the log line operators (and the test harness) wait for
 
 
 def raise_open_file_limit() -> None:
@@ -59,10 +58,14 @@ async def start_on_this_loop() -> None:
             return
         _started_on = loop
     publisher.bind_loop(loop)
+    publisher.observers.append(terminal.show)  # FAQ Q10: a server's terminal shows every load it sees
     raise_open_file_limit()
     threading.Thread(target=_reap, name="loader-reap", daemon=True).start()
+    from .process import MODEL_HOST
+
+    MODEL_HOST.on_lost = _host_lost
     if settings.MACTUNER_WARM_IMPORTS:
-        threading.Thread(target=_warm, name="loader-warm-imports", daemon=True).start()
+        threading.Thread(target=_start_host, name="loader-host-start", daemon=True).start()
     try:
         from . import agent
 
@@ -92,10 +95,7 @@ class ServerStartup:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
         if _started_on is not asyncio.get_running_loop():
             await start_on_this_loop()
-        if scope.get("type") != "http":
-            return await self.app(scope, receive, send)
-        with warming.REQUESTS.answering():  # the imports warming meanwhile give way (``warming``)
-            return await self.app(scope, receive, send)
+        return await self.app(scope, receive, send)
 
 
 def _reap() -> None:
@@ -109,26 +109,24 @@ def _reap() -> None:
         log.exception("reaping orphaned jobs failed (is the database migrated?)")
     finally:
         connection.close()
-    _read_catalogs()
 
 
-def _read_catalogs() -> None:
-    """Read the page's languages' message catalogs once, here: ``LocaleMiddleware`` activates them
-    on the event loop (``loader.middleware``), where the first read of the .mo files would stall
-    every request and socket of the server for a moment."""
-    from django.utils import translation
+def _host_lost(model: dict[str, Any], why: str) -> None:
+    """The host died holding a model outside a load: the dashboards say no model, and why."""
+    from . import processes
 
     try:
-        for code, _name in settings.LANGUAGES:
-            with translation.override(code):
-                translation.gettext("")
+        processes.process_record_lost(model=model, why=why)
     except Exception:
-        log.exception("reading the message catalogs failed (the first request of a language reads them)")
+        log.exception("could not record the loss of the model %r", model.get("name"))
+    finally:
+        connection.close()
 
 
-def _warm() -> None:
-    from .process import SLOT
+def _start_host() -> None:
+    from .process import MODEL_HOST
 
     started = time.monotonic()
-    if warming.warm(is_idle=lambda: not SLOT.busy and SLOT.loaded is None):
-        log.info("%s %.1f s (torch, transformers)", IMPORTS_READY, time.monotonic() - started)
+    process = MODEL_HOST.start()
+    if process.ready.wait(600):
+        log.info("%s %.1f s (pid %s; torch, transformers)", IMPORTS_READY, time.monotonic() - started, process.pid)

@@ -85,7 +85,7 @@ async def models(request: HttpRequest) -> JsonResponse:
 @staff_required(api=True)
 async def status(request: HttpRequest) -> JsonResponse:
     state = await off_loop(loader_state)
-    return JsonResponse({"job": state["job"], "loaded": state["loaded"], "held": state["held"]})
+    return JsonResponse({"job": state["job"], "loaded": state["loaded"], "held": state["held"], "lost": state["lost"]})
 
 
 @require_GET

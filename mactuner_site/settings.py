@@ -51,16 +51,14 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Django's, or its own classes run on the event loop under ASGI (no thread hop per hook);
-    # the ones ``check --deploy`` looks for by name stay as they are.
     "django.middleware.security.SecurityMiddleware",
     "loader.middleware.StaticFiles",  # WhiteNoise that keeps async views on the loop
-    "loader.middleware.Sessions",
-    "loader.middleware.Locale",
-    "loader.middleware.Common",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "loader.middleware.Authentication",
-    "loader.middleware.Messages",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -163,11 +161,13 @@ MACTUNER_HF_CACHE = Path(
 )
 MACTUNER_STALL_SECONDS = float(os.environ.get("MACTUNER_STALL_SECONDS", "120"))
 MACTUNER_TRUST_REMOTE_CODE = env_bool("MACTUNER_TRUST_REMOTE_CODE")
-# A cancelled load that has not stopped after this long (a read blocked on a dead disk or a FIFO)
-# is abandoned so the next load can start; the page and the history say so.
-MACTUNER_ABANDON_AFTER_S = float(os.environ.get("MACTUNER_ABANDON_AFTER_S", "5"))
+# A cancelled load that has not stopped after this long (a regex or a read stuck in native code)
+# has its model host killed and a fresh one started: its memory goes back to the system.
+MACTUNER_CANCEL_GRACE_S = min(max(float(os.environ.get("MACTUNER_CANCEL_GRACE_S", "2")), 0.1), 2.0)
 # How long the outcome of a load is retried while the database cannot be written (disk full).
 MACTUNER_STORAGE_RETRY_S = float(os.environ.get("MACTUNER_STORAGE_RETRY_S", "600"))
+# Spawn the model host (which imports torch/transformers) when the server starts, not at the
+# first click.
 MACTUNER_WARM_IMPORTS = env_bool("MACTUNER_WARM_IMPORTS", default=True)
 # Optional cap on the weights read rate (MB/s), leaving disk bandwidth to other apps.
 MACTUNER_READ_LIMIT_MBPS = float(os.environ.get("MACTUNER_READ_LIMIT_MBPS", "0"))

@@ -49,6 +49,8 @@ STAGE_MESSAGES: dict[Stage, tuple[str, str]] = {
 STEP_MESSAGES: dict[str, tuple[str, str]] = {
     "imports": ("준비 중: 라이브러리 불러오는 중 ({module})...", "Preparing: importing libraries ({module})..."),
     "checking": ("준비 중: 체크포인트 확인 중...", "Preparing: checking the checkpoint..."),
+    # Said by the job thread while the model host is still starting (imports, ~4-10 s cold).
+    "host": ("준비 중: 라이브러리 불러오는 중 ({elapsed}초)...", "Preparing: importing libraries ({elapsed} s)..."),
 }
 
 

@@ -40,8 +40,6 @@ class ModelSlot:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loaded: LoadedModel | None = None
-        self._generation = 0
-        self._state = threading.Lock()  # generation check-and-install vs abandon(): one at a time
 
     @property
     def loaded(self) -> LoadedModel | None:
@@ -60,12 +58,11 @@ class ModelSlot:
     def load(
         self, request: LoadRequest, on_event: EventCallback, cancel: threading.Event, max_bytes: int | None = None
     ) -> LoadedModel:
-        lock = self._lock  # the lock this load holds, even if the slot is abandoned meanwhile
+        lock = self._lock
         if not lock.acquire(blocking=False):
             raise LoaderBusy(
                 gettext_noop("다른 모델을 로드하는 중입니다. 완료되거나 취소된 뒤 다시 시도하세요."), "slot locked"
             )
-        generation = self._generation
         early = EarlyReads(cancel)
         try:
             # Feedback at once (the first socket message), then the imports and checks move the bar.
@@ -86,20 +83,14 @@ class ModelSlot:
             if detect(request.path) != SAFETENSORS:  # reading .bin headers (or an adapter's base) needs torch
                 imports()
             info = preflight(request, on_inspected=inspected)
-            if generation != self._generation or cancel.is_set():  # abandoned or cancelled while checking:
-                raise LoadCancelled()  # the loaded model stays
+            if cancel.is_set():  # cancelled while checking: the loaded model stays
+                raise LoadCancelled()
             self._check_fits(request, info, max_bytes)
             self._unload_locked()
             failure: LoadError | None = None
             try:
                 loaded = load_checkpoint(request, on_event, cancel, info=info, rep=rep, early=early)
-                with self._state:
-                    installed = generation == self._generation
-                    if installed:
-                        self._loaded = loaded
-                if not installed:  # abandoned: nobody waits for this model any more
-                    del loaded
-                    raise LoadCancelled()
+                self._loaded = loaded
                 return loaded
             except LoadError as exc:
                 failure = exc
@@ -111,16 +102,6 @@ class ModelSlot:
         finally:
             early.close()  # reads begun for a load that was refused or failed before taking them
             lock.release()
-
-    def abandon(self) -> None:
-        """Give the slot up to the next load while a load that cannot stop (a blocked read) runs on.
-
-        The stuck thread keeps its old lock and, if it ever returns, finds a newer generation and
-        drops what it built instead of installing it.
-        """
-        with self._state:
-            self._generation += 1
-            self._lock = threading.Lock()
 
     def _check_fits(self, request: LoadRequest, info: Any, max_bytes: int | None) -> None:
         target = devices.resolve_device(request.device)

@@ -1,5 +1,10 @@
 """Load a model from the terminal with tqdm bars, recorded as a LoadJob like a web load.
 
+The model loads in a model host of this command's own (spawned by ``manage.py`` before Django's
+set-up, see ``loader.host.launch``), driven exactly as a server drives its host. Ctrl-C or
+SIGTERM: before the job exists, exit at once; after, the job is cancelled (the host gets
+``CANCEL_GRACE_S`` to stop, then it is killed) and recorded. Either way: exit 130, no host left.
+
 Exit codes: 0 loaded, 1 failed, 2 refused (busy or bad arguments), 130 cancelled (Ctrl-C/SIGTERM).
 """
 
@@ -10,7 +15,6 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +26,11 @@ from django.utils.translation import gettext
 from loader import services
 from loader.catalog import describe_all, find_model
 from loader.events import publisher
+from loader.host import launch
 from loader.i18n import here, in_lang
 from loader.pipeline.device import DEVICES, DTYPES
-from loader.pipeline.events import ProgressEvent
 from loader.pipeline.i18n import gettext_noop
-from loader.pipeline.resolve import warm_imports
-from loader.process import IDENTITY
+from loader.process import IDENTITY, MODEL_HOST
 from loader.runner import execute_job
 from loader.selectors import job_active, loader_state
 from loader.terminal import LoadBars
@@ -42,8 +45,7 @@ def default_lang() -> str:
     return "ko"
 
 
-class _Interrupted(Exception):
-    """Ctrl-C or SIGTERM before our job exists."""
+CLI_CANCEL_GRACE_S = 0.3  # the terminal's model dies with the command: exit within a second
 
 
 class Bars:
@@ -52,8 +54,8 @@ class Bars:
     def __init__(self, stream: Any) -> None:
         self.bars = LoadBars(stream)
 
-    def __call__(self, event: ProgressEvent) -> None:
-        self.bars.update(event.stage.value, event.percent, event.message, asdict(event.detail))
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.bars.update(str(event["stage"]), float(event["percent"]), str(event["message"]), event["detail"])
 
     def close(self) -> None:
         self.bars.close()
@@ -79,23 +81,22 @@ class Command(BaseCommand):
         started: list[bool] = []
 
         def on_signal(signum: int, frame: Any) -> None:
-            if not started:  # no job yet (warming up): nothing to record, leave at once
-                raise _Interrupted()
+            if not started:  # no job yet: nothing to record, leave at once (the host with us)
+                launch.quit_now()
             cancel.set()  # our own job: the signal is the cancel, no need to go through the row
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             with translation.override(opts["lang"]):  # messages in the terminal's language
                 self._handle(opts, cancel, started)
-        except _Interrupted:
-            with translation.override(opts["lang"]):
-                self.stderr.write(gettext("로드가 취소되었습니다."))
-            sys.exit(130)
         except CommandError as refused:
+            launch.stop_ticker()
             if opts["json"]:  # scripts read stdout: a refusal is JSON there too
                 self.stdout.write(json.dumps({"error": str(refused), "exit": refused.returncode}, ensure_ascii=False))
             raise
         finally:
+            launch.stop_ticker()
+            MODEL_HOST.stop()  # the terminal's model dies with the command
             IDENTITY.serving = serving
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -126,7 +127,7 @@ class Command(BaseCommand):
         services.job_reap()
         if (active := job_active()) is not None:  # refuse at once, before the slow imports
             raise CommandError(here(services.JobBusy(active).message), returncode=2)
-        warm_imports()  # before the job exists: viewers should not watch a 4 s import as "preparing"
+        MODEL_HOST.start()  # (manage.py has spawned it already: it imports while we get here)
         # Signals wait while the job is created: either no row exists (we exit 130 before it) or
         # the row exists and the signal cancels it (recorded) — never a row left queued.
         blocked = {signal.SIGINT, signal.SIGTERM}
@@ -141,9 +142,10 @@ class Command(BaseCommand):
             raise CommandError(here(busy.message), returncode=2) from None
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+        launch.stop_ticker()
         bars = Bars(sys.stderr)
         try:
-            job = execute_job(job, cancel, listener=bars)
+            job = execute_job(job, cancel, listener=bars, grace_s=CLI_CANCEL_GRACE_S)
         finally:
             bars.close()
         publisher.flush()  # the final snapshot must reach Redis before this process exits

@@ -1,0 +1,164 @@
+"""The model-host process: imports torch/transformers, holds the model, runs the staged load.
+
+Started by ``supervisor.Host`` as ``python -m loader.host FD`` (a fresh interpreter), it talks
+over the socket ``FD`` (``protocol``). Commands: ``load``, ``cancel``, ``unload``, ``exit``.
+It starts importing the heavy libraries at once, so a click after the server starts finds them
+ready or nearly so. It ignores Ctrl-C (the terminal's signal is for its parent, which decides)
+and dies with its parent: on Linux by ``PR_SET_PDEATHSIG``, elsewhere when the socket closes.
+No Django here: the pipeline is pure Python.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from loader.pipeline.errors import LoadCancelled, LoadError
+from loader.pipeline.events import ProgressEvent
+from loader.pipeline.request import LoadRequest
+
+from . import protocol
+
+log = logging.getLogger("loader.host")
+
+
+def _die_with_parent() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the prctl
+        os._exit(0)
+
+
+def _rss() -> int:
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except Exception:
+        return 0
+
+
+class Outbox:
+    """Sends from any thread, one frame at a time; a parent that is gone ends this process."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.lock = threading.Lock()
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            with self.lock:
+                protocol.send(self.sock, message)
+        except OSError:
+            os._exit(0)  # nobody is listening: the model must not outlive its server
+
+
+class Host:
+    def __init__(self, out: Outbox) -> None:
+        from loader.pipeline.slot import ModelSlot
+
+        self.out = out
+        self.slot = ModelSlot()
+        self.cancels: dict[int, threading.Event] = {}
+
+    def imports(self) -> None:
+        from loader.pipeline.resolve import warm_imports
+
+        started = time.monotonic()
+        try:
+            warm_imports()
+        except Exception:
+            log.exception("importing the libraries failed (the load will say why)")
+        self.out.send({"t": "ready", "import_s": round(time.monotonic() - started, 3), "rss": _rss()})
+
+    def load(self, job_id: int, spec: dict[str, Any]) -> None:
+        cancel = self.cancels.setdefault(job_id, threading.Event())
+        threading.Thread(target=self._load, args=(job_id, spec, cancel), name=f"load-{job_id}", daemon=True).start()
+
+    def _load(self, job_id: int, spec: dict[str, Any], cancel: threading.Event) -> None:
+        bases: dict[str, str] = spec.get("bases") or {}
+        request = LoadRequest(
+            Path(spec["path"]), spec["device"], spec["dtype"], allow_remote_code=bool(spec.get("allow_remote_code")),
+            lang=spec.get("lang", "ko"), read_limit_bps=float(spec.get("read_limit_bps", 0.0)),
+            name=spec.get("name", ""), merge=bool(spec.get("merge")), requested_at=float(spec.get("requested_at", 0.0)),
+            base_resolver=lambda name: Path(bases[name]) if bases.get(name) else None,
+        )  # fmt: skip
+        held = self.slot.loaded is not None
+
+        def on_event(event: ProgressEvent) -> None:
+            nonlocal held
+            if held and self.slot.loaded is None:  # the previous model was just dropped for this load
+                held = False
+                self.out.send({"t": "dropped", "id": job_id})
+            self.out.send({"t": "event", "id": job_id, "event": event.to_dict()})
+
+        try:
+            loaded = self.slot.load(request, on_event, cancel)
+        except LoadCancelled:
+            self.out.send({"t": "cancelled", "id": job_id, "dropped": held and self.slot.loaded is None})
+        except LoadError as exc:
+            self.out.send({"t": "failed", "id": job_id, "error": exc.to_dict(), "dropped": self.slot.loaded is None})
+        except BaseException as exc:  # a bug or an exotic checkpoint: typed as internal by the web side
+            detail = "".join(traceback.format_exception(exc))
+            self.out.send({"t": "failed", "id": job_id, "error": {"code": "internal", "detail": detail}})
+        else:
+            summary = self.slot.summary() or {}
+            self.out.send({"t": "loaded", "id": job_id, "model": summary, "rss": _rss()})
+            del loaded
+        finally:
+            self.cancels.pop(job_id, None)
+
+    def unload(self) -> None:
+        if self.slot.busy:
+            self.out.send({"t": "unloaded", "busy": True, "had": False, "rss": _rss()})
+            return
+        had = self.slot.unload()
+        self.out.send({"t": "unloaded", "busy": False, "had": had, "rss": _rss()})
+
+    def serve(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                message = protocol.receive(sock)
+            except (protocol.Closed, OSError):
+                os._exit(0)
+            except protocol.ProtocolError as exc:
+                log.error("ignored a command that is not ours: %s", exc)
+                continue
+            op = message.get("op")
+            if op == "load" and isinstance(message.get("id"), int) and isinstance(message.get("request"), dict):
+                self.load(message["id"], message["request"])
+            elif op == "cancel":
+                self.cancels.setdefault(int(message.get("id", 0)), threading.Event()).set()
+            elif op == "unload":
+                self.unload()
+            elif op == "exit":
+                os._exit(0)
+            else:
+                log.error("ignored an unknown command %r", op)
+
+
+def main(argv: list[str]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns Ctrl-C; it kills us when it must
+    _die_with_parent()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.INFO, format="[model-host %(process)d] %(levelname)s %(message)s")
+    sock = socket.socket(fileno=int(argv[0]))
+    out = Outbox(sock)
+    out.send({"t": "hello", "pid": os.getpid(), "rss": _rss()})
+    host = Host(out)
+    threading.Thread(target=host.imports, name="imports", daemon=True).start()
+    host.serve(sock)

@@ -1,0 +1,368 @@
+"""The web side's handle on its model host: spawn, drive a load, cancel by kill, see it die.
+
+One ``Host`` per server (and one per ``loadmodel``). It spawns ``python -m loader.host`` with a
+socket pair, reads the host's frames on a thread of its own into the running load's mailbox,
+and turns every way a host can end into a typed outcome: a cancel the host does not honour
+within the grace is a kill and a fresh host; a death (signal, the kernel's OOM killer) fails the
+load as ``host_died``/``out_of_memory``; garbage on the wire fails it as ``internal``. Memory a
+host keeps after an unload (beyond ``RECYCLE_*`` of a fresh host's) is returned by recycling it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import deaths, protocol
+
+log = logging.getLogger("loader.host")
+ROOT = Path(__file__).resolve().parent.parent.parent
+RECYCLE_SHARE, RECYCLE_BYTES = 0.10, 200_000_000
+MAILBOX_MAX = 10_000  # messages waiting for the job thread; past this the host is flooding us
+REPLY_TIMEOUT_S = 30.0
+FINAL = ("loaded", "failed", "cancelled")
+# Every host is spawned from this one long-lived thread: Linux's PR_SET_PDEATHSIG (the host dies
+# with its parent) fires when the spawning *thread* ends, and a start-up thread ends at once.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-host-spawner")
+
+
+class HostBusy(Exception):
+    """A load runs in the host; it cannot unload or take a second load."""
+
+
+@dataclass
+class Outcome:
+    state: str  # loaded | failed | cancelled
+    model: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None  # {code, detail} and, for the pipeline's errors, template/params
+    dropped: bool = False  # the model held before this load is gone
+    previous: str = ""  # the name of the model held before this load
+    killed: str = ""  # why the host was killed or died during this load ("" when it lived)
+
+
+@dataclass
+class _Mailbox:
+    """A load's incoming frames; a progress frame not yet taken is replaced by a newer one."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def put(self, message: dict[str, Any]) -> None:
+        with self.cond:
+            last = self.items[-1] if self.items else {}
+            same_stage = last.get("t") == message.get("t") == "event"
+            if same_stage and last["event"].get("stage") == message["event"].get("stage"):
+                self.items[-1] = message  # an unread progress frame of the same stage is superseded
+                return
+            if len(self.items) >= MAILBOX_MAX:
+                self.items[-1] = {"t": "garbage", "detail": f"over {MAILBOX_MAX} unread messages from the host"}
+            else:
+                self.items.append(message)
+            self.cond.notify_all()
+
+    def get(self, timeout: float) -> dict[str, Any] | None:
+        with self.cond:
+            if not self.items:
+                self.cond.wait(timeout)
+            return self.items.pop(0) if self.items else None
+
+
+class _Process:
+    """One spawned host: its Popen, socket, reader thread and what it told us."""
+
+    def __init__(self, owner: Host) -> None:
+        parent, child = socket.socketpair()
+        self.oom_before = deaths.oom_kills()
+        self.started = time.monotonic()
+        self.proc = _SPAWNER.submit(
+            subprocess.Popen,
+            [sys.executable, "-m", "loader.host", str(child.fileno())],
+            pass_fds=(child.fileno(),), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=sys.__stderr__ or subprocess.DEVNULL,
+            start_new_session=True,  # the terminal's Ctrl-C is for us; we decide what the host does
+        ).result()  # fmt: skip
+        child.close()
+        self.sock, self.owner = parent, owner
+        self.ready = threading.Event()
+        self.ready_s = 0.0
+        self.fresh_rss = 0
+        self.dead = threading.Event()
+        self.killed_for = ""
+        self.returncode: int | None = None
+        self.replies: _Mailbox = _Mailbox()
+        threading.Thread(target=self._read, name=f"model-host-{self.proc.pid}", daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, message: dict[str, Any]) -> bool:
+        try:
+            protocol.send(self.sock, message)
+            return True
+        except OSError:
+            return False
+
+    def kill(self, reason: str) -> None:
+        self.killed_for = self.killed_for or reason
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        self.dead.wait(10)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message = protocol.receive(self.sock)
+                kind = message.get("t")
+                if kind == "ready":
+                    self.ready_s = time.monotonic() - self.started
+                    self.fresh_rss = int(message.get("rss") or 0)
+                    self.ready.set()
+                elif kind == "unloaded":
+                    self.replies.put(message)
+                elif kind != "hello":
+                    self.owner._deliver(self, message)
+        except protocol.Closed:
+            pass
+        except (protocol.ProtocolError, OSError, KeyError, TypeError, ValueError) as exc:
+            log.error("model host %s sent garbage, killing it: %s", self.pid, exc)
+            self.owner._deliver(self, {"t": "garbage", "detail": str(exc)[:2000]})
+            with contextlib.suppress(OSError):
+                self.proc.kill()
+        self.returncode = self.proc.wait()
+        self.sock.close()
+        self.dead.set()
+        self.owner._died(self)
+
+
+class Host:
+    def __init__(self, on_lost: Callable[[dict[str, Any], str], None] | None = None) -> None:
+        self._lock = threading.Lock()  # the process and the model fields
+        self._load_lock = threading.Lock()  # one load or unload at a time
+        self._process: _Process | None = None
+        self._mailbox: _Mailbox | None = None
+        self.model: dict[str, Any] | None = None  # what the host holds (its summary)
+        self.on_lost = on_lost  # (model, why) when a host dies holding a model outside a load
+        self._exit_hook = False
+
+    # --- the process --------------------------------------------------------------------------------
+
+    def start(self) -> _Process:
+        """The live host, spawned now if there is none (returns at once; it imports meanwhile)."""
+        with self._lock:
+            if self._process is None or self._process.dead.is_set():
+                if not self._exit_hook:  # the host never outlives this process
+                    atexit.register(self.stop)
+                    self._exit_hook = True
+                self._process = _Process(self)
+            return self._process
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None and not process.dead.is_set() else None
+
+    @property
+    def ready(self) -> bool:
+        process = self._process
+        return process is not None and process.ready.is_set() and not process.dead.is_set()
+
+    @property
+    def busy(self) -> bool:
+        return self._load_lock.locked()
+
+    def stop(self) -> None:
+        """End the host (server or CLI exit): its memory goes back with it."""
+        process = self._process
+        if process is not None and not process.dead.is_set():
+            process.kill("stopped")
+
+    def recycle(self, reason: str) -> None:
+        process = self._process
+        if process is not None:
+            process.kill(reason)
+        self.start()
+
+    def _deliver(self, process: _Process, message: dict[str, Any]) -> None:
+        mailbox = self._mailbox
+        if process is self._process and mailbox is not None:
+            mailbox.put(message)
+        elif message.get("t") not in ("event", "dropped", *FINAL):
+            log.warning("model host %s: unexpected %r outside a load", process.pid, message.get("t"))
+
+    def _died(self, process: _Process) -> None:
+        code, signal = deaths.cause(process.returncode, process.oom_before)
+        if process.killed_for:
+            log.info("model host %s ended (%s: %s)", process.pid, process.killed_for, signal)
+        else:
+            log.error("model host %s died (%s, %s)", process.pid, signal, code)
+        mailbox = self._mailbox
+        if mailbox is not None and process is self._process:  # the load that follows it says why
+            mailbox.put({"t": "died", "code": code, "signal": signal, "killed_for": process.killed_for})
+            return
+        with self._lock:
+            model, self.model = self.model, None
+        if model is not None and not process.killed_for and self.on_lost is not None:
+            self.on_lost(model, f"{code}:{signal}")
+
+    # --- a load -------------------------------------------------------------------------------------
+
+    def load(
+        self, job_id: int, spec: dict[str, Any], *, on_event: Callable[[dict[str, Any]], None],
+        on_dropped: Callable[[], None], on_waiting: Callable[[float], None], should_cancel: Callable[[], bool],
+        grace_s: float,
+    ) -> Outcome:  # fmt: skip
+        """Run one load in the host; returns how it ended. ``on_waiting(elapsed)`` is called
+        about every 0.25 s while the host is still starting (importing)."""
+        if not self._load_lock.acquire(blocking=False):
+            raise HostBusy()
+        try:
+            mailbox = self._mailbox = _Mailbox()
+            process = self.start()
+            held = self.model is not None
+            previous = str((self.model or {}).get("name", ""))
+            try:
+                if not process.send({"op": "load", "id": job_id, "request": spec}):
+                    mailbox.put({"t": "died", "code": "host_died", "signal": "socket closed"})
+                outcome = self._follow(
+                    process, job_id, mailbox, held, on_event, on_dropped, on_waiting, should_cancel, grace_s
+                )
+                outcome.previous = previous
+                return outcome
+            finally:
+                self._mailbox = None
+        finally:
+            self._load_lock.release()
+
+    def _follow(
+        self, process: _Process, job_id: int, mailbox: _Mailbox, held: bool, on_event: Callable[[dict[str, Any]], None],
+        on_dropped: Callable[[], None], on_waiting: Callable[[float], None], should_cancel: Callable[[], bool], grace_s: float,
+    ) -> Outcome:  # fmt: skip
+        started = waited = time.monotonic()
+        cancel_at = 0.0
+        while True:
+            message = mailbox.get(0.25)
+            if not process.ready.is_set() and time.monotonic() - waited >= 0.25:
+                waited = time.monotonic()
+                on_waiting(waited - started)
+            if message is not None:
+                kind = message.get("t")
+                if message.get("id", job_id) != job_id:
+                    continue  # a late frame of an earlier load
+                if kind == "event":
+                    on_event(message["event"])
+                elif kind == "dropped":
+                    self._forget_model()
+                    on_dropped()
+                elif kind in FINAL:
+                    return self._final(message, held)
+                elif kind == "died" and cancel_at:  # killed (by us or anyone) after the cancel
+                    self._forget_model()
+                    return Outcome("cancelled", dropped=held, killed="cancel")
+                elif kind == "died":
+                    self._forget_model()
+                    return Outcome(
+                        "failed",
+                        error={"code": message["code"], "signal": message["signal"]},
+                        dropped=held,
+                        killed=message["signal"],
+                    )
+                elif kind == "garbage":
+                    process.kill("garbage")
+                    self._forget_model()
+                    self.start()
+                    return Outcome(
+                        "failed",
+                        error={"code": "internal", "detail": message["detail"]},
+                        dropped=held,
+                        killed="garbage",
+                    )
+            if not cancel_at and should_cancel():
+                cancel_at = time.monotonic()
+                process.send({"op": "cancel", "id": job_id})
+            if cancel_at and time.monotonic() - cancel_at > grace_s:
+                log.warning("job %s: the host did not stop %.1f s after cancel; killing it", job_id, grace_s)
+                process.kill("cancel")
+                self._forget_model()
+                self.start()  # a fresh one imports for the next load meanwhile
+                return Outcome("cancelled", dropped=held, killed="cancel")
+
+    def _final(self, message: dict[str, Any], held: bool) -> Outcome:
+        kind = message["t"]
+        if kind == "loaded":
+            with self._lock:
+                self.model = message.get("model") or {}
+            return Outcome("loaded", model=self.model, dropped=held)
+        dropped = bool(message.get("dropped")) and held
+        if dropped:
+            self._forget_model()
+        error = message.get("error") if kind == "failed" else None
+        return (
+            Outcome(
+                kind,
+                error=error if isinstance(error, dict) else {"code": "internal", "detail": repr(error)},
+                dropped=dropped,
+            )
+            if kind == "failed"
+            else Outcome(kind, dropped=dropped)
+        )
+
+    def _forget_model(self) -> None:
+        with self._lock:
+            self.model = None
+
+    # --- unload -------------------------------------------------------------------------------------
+
+    def unload(self) -> bool:
+        """Drop the host's model; the host stays warm unless it keeps too much memory."""
+        if not self._load_lock.acquire(blocking=False):
+            raise HostBusy()
+        try:
+            process = self._process
+            if process is None or process.dead.is_set() or self.model is None:
+                self._forget_model()
+                return False
+            if not process.send({"op": "unload"}):
+                self._forget_model()
+                return True
+            reply = None
+            deadline = time.monotonic() + REPLY_TIMEOUT_S
+            while reply is None and time.monotonic() < deadline and not process.dead.is_set():
+                reply = process.replies.get(0.25)
+            self._forget_model()
+            if reply is None or reply.get("busy"):
+                self.recycle("unload did not answer")  # the model must go: the process goes with it
+                return True
+            rss, fresh = int(reply.get("rss") or 0), process.fresh_rss
+            if fresh and rss > fresh + max(RECYCLE_SHARE * fresh, RECYCLE_BYTES):
+                log.info(
+                    "model host %s keeps %d MB after unload (fresh %d MB): recycling",
+                    process.pid,
+                    rss >> 20,
+                    fresh >> 20,
+                )
+                self.recycle("memory after unload")
+            return bool(reply.get("had"))
+        finally:
+            self._load_lock.release()
+
+
+def host_pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
