@@ -252,7 +252,7 @@ class Host:
         started = waited = time.monotonic()
         cancel_at = 0.0
         while True:
-            message = mailbox.get(0.25)
+            message = mailbox.get(0.1)  # a cancel is seen within 0.1 s
             if not process.ready.is_set() and time.monotonic() - waited >= 0.25:
                 waited = time.monotonic()
                 on_waiting(waited - started)

@@ -45,7 +45,7 @@ def default_lang() -> str:
     return "ko"
 
 
-CLI_CANCEL_GRACE_S = 0.3  # the terminal's model dies with the command: exit within a second
+CLI_CANCEL_GRACE_S = 0.2  # the terminal's model dies with the command: exit within a second
 
 
 class Bars:
