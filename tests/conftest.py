@@ -97,3 +97,15 @@ def wait_finished(job_id: int, timeout: float = 60) -> Any:
             return job
         time.sleep(0.05)
     raise TimeoutError(f"job {job_id} still active")
+
+
+def load_in_process(path: Path, *, name: str = "", device: str = "cpu", dtype: str = "auto", merge: bool = False) -> Any:
+    """The pipeline itself, in this process (the web path runs it in the model host): for tests that
+    compare the loaded tensors with plain transformers/peft."""
+    import threading
+
+    from loader.catalog import resolve_base
+    from loader.pipeline import LoadRequest, ModelSlot
+
+    request = LoadRequest(path, device, dtype, name=name or path.name, merge=merge, base_resolver=resolve_base)
+    return ModelSlot().load(request, lambda event: None, threading.Event())

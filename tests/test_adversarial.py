@@ -14,7 +14,7 @@ from asgiref.sync import async_to_sync
 from django.test import Client
 
 from loader.models import LoadJob
-from loader.process import HOST
+from loader.process import HOSTNAME as HOST
 from mactuner_dev.harness import Api, LiveServer
 
 from .test_websocket import connect

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from loader.process import SLOT
+from loader.process import MODEL_HOST
 
 from .conftest import Api, SocketWatcher, db_rows, free_port, job_of, wait_finished, wait_port
 
@@ -56,13 +56,13 @@ def test_unexpected_exception_in_the_load_fails_the_job_and_server_keeps_serving
     job = wait_finished(res.json()["job"]["id"])
     assert job.state == "failed" and job.error_code == "internal"
     assert "ZeroDivisionError" in job.error_detail
-    assert SLOT.loaded is None and not SLOT.busy
+    assert MODEL_HOST.model is None and not MODEL_HOST.busy
     monkeypatch.undo()
     assert client.get("/api/status").status_code == 200
     res = client.post("/api/load", data={"model": "tiny"}, content_type="application/json")
     assert res.status_code == 202
     assert wait_finished(res.json()["job"]["id"]).state == "succeeded"
-    SLOT.unload()
+    MODEL_HOST.unload()
 
 
 def _start_redis(port: int) -> subprocess.Popen[bytes]:

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from loader import runner
+from loader.process import MODEL_HOST
 from mactuner_dev import layouts
 from mactuner_dev.synth import write_checkpoint
 
-from .conftest import PYTHON, ROOT, migrate, server_env, wait_finished
+from .conftest import PYTHON, ROOT, load_in_process, migrate, server_env, wait_finished
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,7 +48,7 @@ def tuned_root(models_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def _roots(tuned_root: Path, settings: object) -> None:
     settings.MACTUNER_MODELS_DIR = tuned_root / "models"  # type: ignore[attr-defined]
     settings.MACTUNER_HF_CACHE = tuned_root / "hub"  # type: ignore[attr-defined]
-    runner.SLOT.unload()
+    MODEL_HOST.unload()
 
 
 def _load(client: Client, name: str, **extra: object) -> object:
@@ -131,8 +131,8 @@ def test_lora_adapter_loads_over_its_base_like_peft_does(client: Client, tuned_r
     base_bytes = sum(t.numel() * t.element_size() for t in _tensors(tuned_root / "models/tiny").values())
     assert job.detail["bytes_done"] == job.detail["bytes_total"] == base_bytes + adapter["bytes"]
     assert client.get("/api/status").json()["loaded"]["name"] == "lora"
-    loaded = runner.SLOT.loaded
-    assert loaded is not None and type(loaded.model).__name__ == "PeftModelForCausalLM"
+    loaded = load_in_process(tuned_root / "models/lora", dtype="float32")
+    assert type(loaded.model).__name__ == "PeftModelForCausalLM"
     base = AutoModelForCausalLM.from_pretrained(str(tuned_root / "models/tiny"), dtype=torch.float32)
     plain = _logits(base, loaded.tokenizer)
     reference = PeftModel.from_pretrained(base, str(tuned_root / "models/lora"))
@@ -141,19 +141,18 @@ def test_lora_adapter_loads_over_its_base_like_peft_does(client: Client, tuned_r
     assert not torch.allclose(ours, plain, atol=1e-3)  # type: ignore[arg-type] - the adapter changed the model
 
 
-def test_merge_folds_the_adapter_into_the_base(client: Client) -> None:
+def test_merge_folds_the_adapter_into_the_base(client: Client, tuned_root: Path) -> None:
     import torch
 
     job = _load(client, "lora", dtype="float32")
     assert job.state == "succeeded"
-    loaded = runner.SLOT.loaded
-    assert loaded is not None
+    loaded = load_in_process(tuned_root / "models/lora", dtype="float32")
     unmerged = _logits(loaded.model, loaded.tokenizer)
     job = _load(client, "lora", dtype="float32", merge=True)
     assert job.state == "succeeded", (job.error_code, job.error_detail)
     assert job.merge and job.metadata["adapter"]["merged"] and job.metadata["model_class"] == "LlamaForCausalLM"
-    loaded = runner.SLOT.loaded
-    assert loaded is not None and type(loaded.model).__name__ == "LlamaForCausalLM"
+    loaded = load_in_process(tuned_root / "models/lora", dtype="float32", merge=True)
+    assert type(loaded.model).__name__ == "LlamaForCausalLM"
     assert torch.allclose(_logits(loaded.model, loaded.tokenizer), unmerged, atol=1e-4)  # type: ignore[arg-type]
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from loader import runner
 from loader.pipeline import LoadRequest, ModelSlot, ProgressEvent, Stage
+from loader.process import MODEL_HOST
 from mactuner_dev import layouts
 
-from .conftest import wait_finished
+from .conftest import load_in_process, wait_finished
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MARKER = "pickle-ran"
@@ -60,7 +60,7 @@ def formats_root(models_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def _roots(formats_root: Path, settings: object) -> None:
     settings.MACTUNER_MODELS_DIR = formats_root / "models"  # type: ignore[attr-defined]
     settings.MACTUNER_HF_CACHE = formats_root / "hub"  # type: ignore[attr-defined]
-    runner.SLOT.unload()
+    MODEL_HOST.unload()
 
 
 def _load(client: Client, name: str, **extra: object) -> object:
@@ -100,7 +100,7 @@ def test_pytorch_bin_loads_the_same_tensors_as_safetensors(
     assert job.state == "succeeded", (job.error_code, job.error_detail)
     assert job.metadata["format"] == "bin" and job.metadata["shards"] == (3 if name == "bin-sharded" else 1)
     assert job.detail["bytes_done"] == job.detail["bytes_total"] > 0
-    state = runner.SLOT.loaded.model.state_dict()  # type: ignore[union-attr]
+    state = load_in_process(formats_root / "models" / name).model.state_dict()
     reference = _reference(models_root / "tiny")
     assert set(reference) <= set(state)
     for key, tensor in reference.items():

@@ -11,9 +11,9 @@ import pytest
 from django.contrib.staticfiles import finders
 from django.test import Client
 
-from loader import runner
 from loader.history import expected_total_seconds
 from loader.models import LoadJob
+from loader.process import MODEL_HOST
 
 from .conftest import wait_finished
 
@@ -23,7 +23,7 @@ HANGUL = re.compile(r"[\uac00-\ud7a3]")
 
 @pytest.fixture(autouse=True)
 def _empty_slot() -> None:
-    runner.SLOT.unload()
+    MODEL_HOST.unload()
 
 
 def load(client: Client, model: str) -> LoadJob:

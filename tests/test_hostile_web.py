@@ -13,8 +13,8 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
-from loader import runner
 from loader.models import LoadJob
+from loader.process import MODEL_HOST
 
 from .conftest import wait_finished
 from .test_hostile_checkpoints import SECRET, _rename_all
@@ -68,7 +68,7 @@ def hostile_root(models_root: Path, tmp_path: Path, settings: object) -> Path:
 
 @pytest.fixture(autouse=True)
 def _empty_slot() -> None:
-    runner.SLOT.unload()
+    MODEL_HOST.unload()
 
 
 def test_model_list_survives_every_hostile_folder(client: Client, hostile_root: Path) -> None:

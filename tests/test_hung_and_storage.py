@@ -16,7 +16,7 @@ from django.test import Client
 
 from loader.models import LoadJob
 from loader.pipeline import slot as slot_module
-from loader.process import SLOT
+from loader.process import MODEL_HOST
 
 from .conftest import Api, LiveServer, db_rows, migrate, server_env, wait_finished
 
@@ -61,7 +61,7 @@ def test_a_blocked_read_is_flagged_stalled_while_still_preparing(
     assert snap["id"] == job_id and snap["state"] in ("queued", "running") and snap["stage"] == "preparing"
     dead_share.set()
     assert wait_finished(job_id).state == "succeeded"
-    SLOT.unload()
+    MODEL_HOST.unload()
 
 
 def test_a_cancelled_load_that_cannot_stop_is_abandoned_and_the_next_load_works(
@@ -74,15 +74,15 @@ def test_a_cancelled_load_that_cannot_stop_is_abandoned_and_the_next_load_works(
     stuck = wait_finished(job_id, timeout=15)
     assert stuck.state == "cancelled" and stuck.error_code == "abandoned"
     assert "포기" in stuck.error_message and "MB" in stuck.error_message
-    assert not SLOT.busy, "the slot is free for the next load"
+    assert not MODEL_HOST.busy, "the slot is free for the next load"
     res = post(client, "/api/load", {"model": "tiny"})
     assert res.status_code == 202
     assert wait_finished(res.json()["job"]["id"]).state == "succeeded"
     dead_share.set()  # the stuck read returns at last: its model must not replace the new one
     time.sleep(1.0)
-    assert SLOT.loaded is not None and SLOT.loaded.name == "tiny"
+    assert MODEL_HOST.model is not None and MODEL_HOST.model["name"] == "tiny"
     assert LoadJob.objects.get(pk=job_id).state == "cancelled"
-    SLOT.unload()
+    MODEL_HOST.unload()
 
 
 @pytest.fixture
@@ -133,6 +133,6 @@ def test_a_cancel_while_checking_keeps_the_loaded_model(client: Client, settings
     assert post(client, "/api/cancel").status_code == 202
     dead_share.set()  # the blocked check returns; the cancel is seen before anything is unloaded
     assert wait_finished(job_id, timeout=20).state == "cancelled"
-    assert SLOT.loaded is not None and SLOT.loaded.name == "tiny"
+    assert MODEL_HOST.model is not None and MODEL_HOST.model["name"] == "tiny"
     assert client.get("/api/status").json()["loaded"]["name"] == "tiny"
-    SLOT.unload()
+    MODEL_HOST.unload()

@@ -15,7 +15,7 @@ from django.test import Client
 from django.utils import translation
 
 from loader.i18n import both
-from loader.process import SLOT
+from loader.process import MODEL_HOST
 
 from .conftest import ROOT, wait_finished
 
@@ -99,7 +99,7 @@ def test_no_korean_text_reaches_users_without_a_translation() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_an_error_reaches_an_english_page_in_english_and_a_korean_one_in_korean(client: Client, broken: Path) -> None:
-    SLOT.unload()
+    MODEL_HOST.unload()
     (broken / "model-00002-of-00003.safetensors").unlink()
     from django.conf import settings
 

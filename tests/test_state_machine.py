@@ -12,7 +12,7 @@ from django.test import Client
 
 from loader import services
 from loader.models import LoadJob
-from loader.process import SLOT
+from loader.process import MODEL_HOST
 from loader.selectors import job_snapshot, loader_state
 
 from .conftest import wait_finished
@@ -23,7 +23,7 @@ EVENT = {"stage": "weights", "percent": 50.0, "message": "m", "detail": {}, "tim
 
 @pytest.fixture(autouse=True)
 def _empty_slot() -> None:
-    SLOT.unload()
+    MODEL_HOST.unload()
 
 
 def _job(state: str = "queued") -> LoadJob:
@@ -82,11 +82,11 @@ def test_a_refused_load_answers_409_and_writes_nothing(client: Client) -> None:
 
 def test_a_load_refused_while_our_slot_is_still_freeing_writes_nothing(client: Client) -> None:
     before = LoadJob.objects.count()
-    assert SLOT._lock.acquire(blocking=False)
+    assert MODEL_HOST._load_lock.acquire(blocking=False)
     try:
         res = post(client, "/api/load", {"model": "tiny"})
     finally:
-        SLOT._lock.release()
+        MODEL_HOST._load_lock.release()
     assert res.status_code == 409 and "정리" in res.json()["error"]
     assert LoadJob.objects.count() == before
 

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 
 from loader.models import LoadJob
-from loader.process import SLOT
+from loader.process import MODEL_HOST
 
 from .conftest import wait_finished
 
@@ -25,7 +25,7 @@ def post(client: Client, path: str, body: object = None, raw: bytes | None = Non
 
 @pytest.fixture(autouse=True)
 def _empty_slot() -> None:
-    SLOT.unload()
+    MODEL_HOST.unload()
 
 
 def test_models_lists_generated_checkpoints(client: Client) -> None:
@@ -78,7 +78,7 @@ def test_cancel_stops_a_running_load(client: Client, settings: object) -> None:
     t0 = time.monotonic()
     job = wait_finished(body["job"]["id"])
     assert job.state == "cancelled" and time.monotonic() - t0 < 2.0
-    assert SLOT.loaded is None
+    assert MODEL_HOST.model is None
     status, again = post(client, "/api/load", {"model": "tiny"})
     assert status == 202 and wait_finished(again["job"]["id"]).state == "succeeded"
 

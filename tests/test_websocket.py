@@ -13,7 +13,7 @@ from channels.testing import WebsocketCommunicator
 
 from loader import runner, services
 from loader.models import LoadJob
-from loader.process import SLOT, TOKENS
+from loader.process import MODEL_HOST, TOKENS
 from mactuner_site.asgi import application as asgi_application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,7 +43,7 @@ async def receive_until_final(comm: WebsocketCommunicator, timeout: float = 60) 
 
 @pytest.fixture(autouse=True)
 def _empty_slot() -> None:
-    SLOT.unload()
+    MODEL_HOST.unload()
 
 
 def test_first_message_is_the_current_state() -> None:

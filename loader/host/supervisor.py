@@ -88,7 +88,7 @@ class _Process:
         self.started = time.monotonic()
         self.proc = _SPAWNER.submit(
             subprocess.Popen,
-            [sys.executable, "-m", "loader.host", str(child.fileno())],
+            [*owner.argv, str(child.fileno())],
             pass_fds=(child.fileno(),), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=sys.__stderr__ or subprocess.DEVNULL,
             start_new_session=True,  # the terminal's Ctrl-C is for us; we decide what the host does
         ).result()  # fmt: skip
@@ -146,8 +146,14 @@ class _Process:
         self.owner._died(self)
 
 
+HOST_ARGV = (sys.executable, "-m", "loader.host")
+
+
 class Host:
-    def __init__(self, on_lost: Callable[[dict[str, Any], str], None] | None = None) -> None:
+    def __init__(
+        self, on_lost: Callable[[dict[str, Any], str], None] | None = None, argv: tuple[str, ...] = HOST_ARGV
+    ) -> None:
+        self.argv = argv  # the host program; the socket's fd number is appended
         self._lock = threading.Lock()  # the process and the model fields
         self._load_lock = threading.Lock()  # one load or unload at a time
         self._process: _Process | None = None
