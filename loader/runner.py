@@ -118,7 +118,7 @@ class _Follower:
         if self.listener is not None:
             self.listener(event)
         send, stage_changed = self.throttle.due(str(event.get("stage")))
-        if send:
+        if send or self.job.state == LoadJob.State.QUEUED:  # the first event says "running" at once
             self._write(event, stage_changed)
 
     def on_waiting(self, elapsed: float) -> None:

@@ -99,7 +99,9 @@ def wait_finished(job_id: int, timeout: float = 60) -> Any:
     raise TimeoutError(f"job {job_id} still active")
 
 
-def load_in_process(path: Path, *, name: str = "", device: str = "cpu", dtype: str = "auto", merge: bool = False) -> Any:
+def load_in_process(
+    path: Path, *, name: str = "", device: str = "cpu", dtype: str = "auto", merge: bool = False
+) -> Any:
     """The pipeline itself, in this process (the web path runs it in the model host): for tests that
     compare the loaded tensors with plain transformers/peft."""
     import threading
@@ -109,3 +111,24 @@ def load_in_process(path: Path, *, name: str = "", device: str = "cpu", dtype: s
 
     request = LoadRequest(path, device, dtype, name=name or path.name, merge=merge, base_resolver=resolve_base)
     return ModelSlot().load(request, lambda event: None, threading.Event())
+
+
+@pytest.fixture
+def test_host(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
+    """Swap this process's model host for one of ``tests/hosts`` (a real host with a fault, or a
+    hostile one); the real one is back afterwards. ``release`` is the file the blocking host waits for."""
+    from loader.host.supervisor import HOST_ARGV
+    from loader.process import MODEL_HOST
+
+    release = tmp_path / "release"
+    monkeypatch.setenv("MACTUNER_TEST_RELEASE", str(release))
+
+    def use(name: str) -> Path:
+        MODEL_HOST.argv = (PYTHON, str(ROOT / "tests" / "hosts" / f"{name}.py"))
+        MODEL_HOST.recycle("test host")
+        return release
+
+    yield use
+    release.touch()
+    MODEL_HOST.argv = HOST_ARGV
+    MODEL_HOST.recycle("test host done")

@@ -1,4 +1,4 @@
-"""A load that cannot stop never wedges the slot; a full disk never loses a live owner's outcome."""
+"""A load that cannot stop costs its host, never the server; a full disk never loses a live owner's outcome."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import contextlib
 import json
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ import pytest
 from django.test import Client
 
 from loader.models import LoadJob
-from loader.pipeline import slot as slot_module
 from loader.process import MODEL_HOST
 
 from .conftest import Api, LiveServer, db_rows, migrate, server_env, wait_finished
@@ -27,22 +25,6 @@ def post(client: Client, path: str, body: object = None) -> Any:
     return client.post(path, data=json.dumps(body or {}), content_type="application/json")
 
 
-@pytest.fixture
-def dead_share(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The preflight's first read blocks like a read from a dead network share, until released."""
-    release = threading.Event()
-    real = slot_module.preflight
-
-    def blocked(request: Any, **kwargs: Any) -> Any:
-        if request.path.name == "medium":
-            release.wait(120)
-        return real(request, **kwargs)
-
-    monkeypatch.setattr(slot_module, "preflight", blocked)
-    yield release
-    release.set()
-
-
 def _wait(check: Any, timeout: float = 20) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -52,36 +34,38 @@ def _wait(check: Any, timeout: float = 20) -> Any:
     raise TimeoutError
 
 
-def test_a_blocked_read_is_flagged_stalled_while_still_preparing(
-    client: Client, settings: Any, dead_share: Any
-) -> None:
+def test_a_blocked_read_is_flagged_stalled_while_still_preparing(client: Client, settings: Any, test_host: Any) -> None:
+    release = test_host("blocking")
     settings.MACTUNER_STALL_SECONDS = 0.3
     job_id = post(client, "/api/load", {"model": "medium"}).json()["job"]["id"]
-    snap = _wait(lambda: (j := client.get("/api/status").json()["job"])["stalled"] and j)
+    snap = _wait(lambda: (j := client.get("/api/status").json()["job"])["stalled"] and j, timeout=60)
     assert snap["id"] == job_id and snap["state"] in ("queued", "running") and snap["stage"] == "preparing"
-    dead_share.set()
+    release.touch()
     assert wait_finished(job_id).state == "succeeded"
     MODEL_HOST.unload()
 
 
-def test_a_cancelled_load_that_cannot_stop_is_abandoned_and_the_next_load_works(
-    client: Client, settings: Any, dead_share: Any
+def test_a_cancelled_load_that_cannot_stop_costs_its_host_and_the_next_load_works(
+    client: Client, settings: Any, test_host: Any
 ) -> None:
-    settings.MACTUNER_ABANDON_AFTER_S = 0.5
+    test_host("blocking")  # never released: the check of "medium" waits forever
+    settings.MACTUNER_CANCEL_GRACE_S = 0.5
+    first = post(client, "/api/load", {"model": "tiny"}).json()["job"]["id"]
+    assert wait_finished(first, timeout=90).state == "succeeded"
+    stuck_host = MODEL_HOST.pid
     job_id = post(client, "/api/load", {"model": "medium"}).json()["job"]["id"]
-    time.sleep(0.3)
+    _wait(lambda: LoadJob.objects.get(pk=job_id).state == "running", timeout=60)
     assert post(client, "/api/cancel").status_code == 202
     stuck = wait_finished(job_id, timeout=15)
-    assert stuck.state == "cancelled" and stuck.error_code == "abandoned"
-    assert "포기" in stuck.error_message and "MB" in stuck.error_message
-    assert not MODEL_HOST.busy, "the slot is free for the next load"
+    assert stuck.state == "cancelled" and stuck.error_code == "host_recycled", (stuck.error_code, stuck.message)
+    assert "메모리" in stuck.error_message
+    assert not MODEL_HOST.busy and MODEL_HOST.pid != stuck_host, "a fresh host serves the next load"
+    status = client.get("/api/status").json()
+    assert status["loaded"] is None and status["lost"]["name"] == "tiny", "the dropped model is named"
     res = post(client, "/api/load", {"model": "tiny"})
     assert res.status_code == 202
-    assert wait_finished(res.json()["job"]["id"]).state == "succeeded"
-    dead_share.set()  # the stuck read returns at last: its model must not replace the new one
-    time.sleep(1.0)
-    assert MODEL_HOST.model is not None and MODEL_HOST.model["name"] == "tiny"
-    assert LoadJob.objects.get(pk=job_id).state == "cancelled"
+    assert wait_finished(res.json()["job"]["id"], timeout=90).state == "succeeded"
+    assert client.get("/api/status").json()["lost"] is None
     MODEL_HOST.unload()
 
 
@@ -124,15 +108,18 @@ def test_a_full_disk_during_a_load_keeps_the_outcome_and_never_blames_a_live_own
         shutil.rmtree(tiny_disk, ignore_errors=True)
 
 
-def test_a_cancel_while_checking_keeps_the_loaded_model(client: Client, settings: Any, dead_share: Any) -> None:
-    settings.MACTUNER_ABANDON_AFTER_S = 30
+def test_a_cancel_while_checking_keeps_the_loaded_model(client: Client, settings: Any, test_host: Any) -> None:
+    release = test_host("blocking")
+    settings.MACTUNER_CANCEL_GRACE_S = 2.0
     first = post(client, "/api/load", {"model": "tiny"}).json()["job"]["id"]
-    assert wait_finished(first).state == "succeeded"
+    assert wait_finished(first, timeout=90).state == "succeeded"
+    host = MODEL_HOST.pid
     job_id = post(client, "/api/load", {"model": "medium"}).json()["job"]["id"]
-    time.sleep(0.3)
+    _wait(lambda: LoadJob.objects.get(pk=job_id).state == "running", timeout=60)
     assert post(client, "/api/cancel").status_code == 202
-    dead_share.set()  # the blocked check returns; the cancel is seen before anything is unloaded
+    release.touch()  # the blocked check returns within the grace; the cancel is seen before any unload
     assert wait_finished(job_id, timeout=20).state == "cancelled"
+    assert MODEL_HOST.pid == host, "a load that stops in time keeps its host"
     assert MODEL_HOST.model is not None and MODEL_HOST.model["name"] == "tiny"
     assert client.get("/api/status").json()["loaded"]["name"] == "tiny"
     MODEL_HOST.unload()

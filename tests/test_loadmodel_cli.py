@@ -91,44 +91,76 @@ def test_busy_exits_2_and_starts_nothing(env: dict[str, str]) -> None:
     assert len(jobs(env)) == 1
 
 
+def tagged(tag: str) -> list[int]:
+    """Processes (the CLI and its model host) started with ``MACTUNER_TEST_TAG=tag``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and f"MACTUNER_TEST_TAG={tag}".encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def wait_gone(tag: str, timeout: float = 30) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (left := tagged(tag)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_cancels_cleanly_with_exit_130(env: dict[str, str], signum: int) -> None:
-    env = dict(env, MACTUNER_READ_LIMIT_MBPS="20")
+def test_signal_during_the_weights_cancels_the_job_with_exit_130(env: dict[str, str], signum: int) -> None:
+    tag = f"weights-{signum}-{os.getpid()}"
+    env = dict(env, MACTUNER_READ_LIMIT_MBPS="5", MACTUNER_TEST_TAG=tag)
     proc = subprocess.Popen(
-        [PYTHON, "manage.py", "loadmodel", "medium"],
-        cwd=ROOT,
-        env=env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
+        [PYTHON, "manage.py", "loadmodel", "medium"], cwd=ROOT, env=env,
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         rows = jobs(env) if Path(env["MACTUNER_SQLITE_PATH"]).exists() else []
         if rows and rows[0]["stage"] == "weights":
             break
         time.sleep(0.1)
-    sent = time.monotonic()
     proc.send_signal(signum)
-    _out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert time.monotonic() - sent < 3
-    assert "로드가 취소되었습니다" in err
+    assert "Traceback" not in err and "로드가 취소되었습니다" in err
     assert jobs(env)[0]["state"] == "cancelled"
+    assert wait_gone(tag) == [], "the model host goes with the command"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_while_warming_up_exits_130_without_a_traceback_or_a_job(env: dict[str, str], signum: int) -> None:
+@pytest.mark.parametrize(("delay", "signum"), [(0.3, signal.SIGINT), (1.0, signal.SIGTERM), (3.0, signal.SIGINT)])
+def test_a_signal_at_any_moment_exits_130_without_a_traceback_or_a_host(
+    env: dict[str, str], delay: float, signum: int
+) -> None:
+    """0.3 s: Django is still setting up; 1 s: the host imports; 3 s: the job may exist (preparing)."""
+    tag = f"early-{delay}-{os.getpid()}"
     proc = subprocess.Popen(
-        [PYTHON, "manage.py", "loadmodel", "medium"], cwd=ROOT, env=env,
+        [PYTHON, "manage.py", "loadmodel", "medium"], cwd=ROOT, env=dict(env, MACTUNER_TEST_TAG=tag),
         stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(2.0)  # Django is up; torch/transformers are still importing
+    time.sleep(delay)
     proc.send_signal(signum)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "로드가 취소되었습니다" in err
     assert not [row for row in jobs(env) if row["state"] in ("queued", "running")]
+    assert wait_gone(tag) == [], "no model host is left behind"
+
+
+def test_the_first_line_is_a_named_step_before_any_job(env: dict[str, str]) -> None:
+    proc = subprocess.Popen(
+        [PYTHON, "manage.py", "loadmodel", "tiny", "--lang", "en"], cwd=ROOT, env=env,
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    _out, rest = proc.communicate(timeout=120)
+    assert first.startswith("Preparing: importing libraries (") and " s)" in first, first
+    assert proc.returncode == 0, rest
 
 
 def test_json_output_of_a_refusal_is_json(env: dict[str, str]) -> None:

@@ -8,7 +8,6 @@ import pytest
 
 from loader import processes
 from loader.models import ServerProcess
-from loader.pipeline import LoadedModel
 from loader.process import IDENTITY
 
 pytestmark = pytest.mark.django_db
@@ -16,14 +15,14 @@ pytestmark = pytest.mark.django_db
 
 def test_a_success_recreates_our_server_row_if_it_was_expired_meanwhile(models_root: Path) -> None:
     """A paused server's row may be expired by another; its next success must still say what it holds."""
-    loaded = LoadedModel("tiny", models_root / "tiny", "cpu", "bfloat16", None, None, {"memory_bytes": 1})
-    processes.process_record_loaded(loaded=loaded)  # no row yet: created, then written
+    loaded = {"name": "tiny", "path": str(models_root / "tiny"), "device": "cpu", "dtype": "bfloat16", "metadata": {}}
+    processes.process_record_loaded(model=loaded)  # no row yet: created, then written
     row = ServerProcess.objects.get(host=IDENTITY.host, pid=IDENTITY.pid)
     assert row.model_name == "tiny" and row.loaded_at is not None
     processes.process_record_unloaded()
-    processes.process_record_loaded(loaded=loaded)  # our row is there: one update
+    processes.process_record_loaded(model=loaded)  # our row is there: one update
     assert ServerProcess.objects.get(pk=row.pk).model_name == "tiny"
     ServerProcess.objects.filter(pk=row.pk).delete()  # expired by another process
-    processes.process_record_loaded(loaded=loaded)
+    processes.process_record_loaded(model=loaded)
     again = ServerProcess.objects.get(host=IDENTITY.host, pid=IDENTITY.pid)
     assert again.model_name == "tiny" and again.channel == IDENTITY.channel

@@ -125,18 +125,19 @@ def test_cli_load_seen_by_the_server_shows_in_its_terminal_too(
     server = pty_server()
     watcher = SocketWatcher(server)  # type: ignore[arg-type]  # the server watches the DB while a page is open
     try:
-        env = server_env(models_root, tmp_path / "db0.sqlite3", MACTUNER_READ_LIMIT_MBPS="60")
+        # Slow enough that the weights stage outlasts the CLI host's imports (reads start during them).
+        env = server_env(models_root, tmp_path / "db0.sqlite3", MACTUNER_READ_LIMIT_MBPS="10")
         cli = subprocess.run(
             [PYTHON, "manage.py", "loadmodel", "medium", "--device", "cpu"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
+        assert cli.returncode == 0, cli.stderr
+        assert "Loading checkpoint shards" in cli.stderr and "로드 시작" not in cli.stderr, (
+            "the CLI draws its own bars once"
+        )
+        text = server.wait_for(r"✅ 모델 로드 완료! #1 medium", timeout=60)  # the page is still open
     finally:
         watcher.close()
-    assert cli.returncode == 0, cli.stderr
-    assert "Loading checkpoint shards" in cli.stderr and "로드 시작" not in cli.stderr, (
-        "the CLI draws its own bars once"
-    )
-    text = server.wait_for(r"✅ 모델 로드 완료! #1 medium")
     assert "로드 시작 #1: medium (cli" in text and "Loading checkpoint shards" in text
     assert re.search(r"✅ 모델 로드 완료!\s+100%\|", text)
 

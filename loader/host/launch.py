@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from loader.pipeline.events import Stage, stage_message
+from loader.pipeline.events import CANCELLED_MESSAGE, Stage, stage_message
 
 TICK_S = 0.25
 _ticker: threading.Event | None = None
@@ -48,8 +48,8 @@ def quit_now(signum: int = 0, frame: Any = None) -> None:
 
     stop_ticker()
     MODEL_HOST.stop()
-    lang = language(sys.argv)
-    os.write(2, ("\nLoad cancelled.\n" if lang == "en" else "\n로드가 취소되었습니다.\n").encode())
+    ko, en = CANCELLED_MESSAGE
+    os.write(2, f"\n{en if language(sys.argv) == 'en' else ko}\n".encode())
     os._exit(130)
 
 

@@ -104,7 +104,7 @@ class Host:
             if held and self.slot.loaded is None:  # the previous model was just dropped for this load
                 held = False
                 self.out.send({"t": "dropped", "id": job_id})
-            self.out.send({"t": "event", "id": job_id, "event": event.to_dict()})
+            self.out.send({"t": "event", "id": job_id, "event": event.to_dict(), "sent_at": time.time()})
 
         try:
             loaded = self.slot.load(request, on_event, cancel)

@@ -209,7 +209,9 @@ class Host:
 
     def _died(self, process: _Process) -> None:
         code, signal = deaths.cause(process.returncode, process.oom_before)
-        if process.killed_for:
+        if process.killed_for == "stopped":
+            pass  # our own exit: logging may already be closed
+        elif process.killed_for:
             log.info("model host %s ended (%s: %s)", process.pid, process.killed_for, signal)
         else:
             log.error("model host %s died (%s, %s)", process.pid, signal, code)

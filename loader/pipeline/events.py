@@ -54,6 +54,10 @@ STEP_MESSAGES: dict[str, tuple[str, str]] = {
 }
 
 
+# Said by ``loadmodel`` when a signal ends it before Django (and its catalogs) is set up.
+CANCELLED_MESSAGE = ("로드가 취소되었습니다.", "Load cancelled.")
+
+
 def stage_message(stage: Stage, lang: str = "ko", step: str = "", **fmt: Any) -> str:
     ko, en = STEP_MESSAGES[step] if step in STEP_MESSAGES else STAGE_MESSAGES[stage]
     text = en if lang.startswith("en") else ko
