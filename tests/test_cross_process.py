@@ -44,7 +44,7 @@ def finished(msg: dict[str, object]) -> bool:
 
 def test_cli_load_streams_live_to_the_dashboard_over_redis(live_server_factory: object) -> None:
     require_service("Redis", 6379)
-    server = live_server_factory(REDIS_URL=REDIS_URL, MACTUNER_READ_LIMIT_MBPS="40")  # type: ignore[operator]
+    server = live_server_factory(REDIS_URL=REDIS_URL, MACTUNER_READ_LIMIT_MBPS="10")  # type: ignore[operator]  # reads outlast the CLI host's imports
     watcher = SocketWatcher(server)
     assert watcher.next()["type"] == "snapshot"
     proc = cli(server, "medium")
