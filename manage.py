@@ -8,7 +8,7 @@ import sys
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mactuner_site.settings")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from loader.host import launch
+    from loader.management import launch
 
     launch.start(sys.argv)  # loadmodel: the host and a first line before Django's setup
     from django.core.management import execute_from_command_line

@@ -48,7 +48,7 @@ def main() -> None:
         watcher.next()
         servers.append((str(tree), server, Api(server), watcher))
 
-    from loader.pipeline.resolve import warm_imports
+    from loader.pipeline.preflight import warm_imports
 
     warm_imports()
     import transformers

@@ -17,7 +17,7 @@ def main() -> None:
     import torch
 
     from loader.pipeline import LoadCancelled, LoadRequest, ModelSlot, Stage
-    from loader.pipeline.resolve import warm_imports
+    from loader.pipeline.preflight import warm_imports
 
     warm_imports()
     print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0))

@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from loader.pipeline import LoadRequest, ModelSlot
-    from loader.pipeline.resolve import warm_imports
+    from loader.pipeline.preflight import warm_imports
 
     warm_imports()
     import transformers

@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=10)
     args = parser.parse_args()
     from loader.pipeline import LoadRequest, ModelSlot
-    from loader.pipeline.resolve import warm_imports
+    from loader.pipeline.preflight import warm_imports
 
     warm_imports()
     path = checkpoint(f"llama-{args.params.lower()}-{args.shards}", args.params, args.shards)

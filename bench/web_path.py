@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    from loader.pipeline.resolve import warm_imports
+    from loader.pipeline.preflight import warm_imports
 
     warm_imports()
     import transformers

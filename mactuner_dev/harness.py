@@ -71,7 +71,7 @@ class LiveServer:
         A load clicked earlier reads its weights while the imports run, so its weights stage is
         short; tests that watch a long weights stage start after this.
         """
-        from loader.startup import IMPORTS_READY
+        from loader.web.startup import IMPORTS_READY
 
         path = Path(self.log.name)
         deadline = time.monotonic() + timeout

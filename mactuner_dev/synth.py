@@ -67,7 +67,7 @@ def write_checkpoint(
     out: Path, params: int = 20_000_000, shards: int = 2, dtype: str = "bfloat16",
     tied: bool = False, layers: int | None = None, vocab_size: int = 1024, seed: int = 0,
 ) -> Path:  # fmt: skip
-    from loader.pipeline.resolve import warm_imports
+    from loader.pipeline.preflight import warm_imports
 
     warm_imports()
     import torch

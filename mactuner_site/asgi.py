@@ -13,8 +13,8 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from loader.routing import websocket_urlpatterns  # noqa: E402
-from loader.startup import ServerStartup, schedule_on_daphne  # noqa: E402
+from loader.web.routing import websocket_urlpatterns  # noqa: E402
+from loader.web.startup import ServerStartup, schedule_on_daphne  # noqa: E402
 
 schedule_on_daphne()
 

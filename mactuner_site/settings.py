@@ -35,7 +35,7 @@ if not SECRET_KEY:
     SECRET_KEY = "dev-only-insecure-key-mactuner-local-127-0-0-1"  # noqa: S105 - local default only
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
-# Anyone who can reach a non-loopback address must log in as staff (see loader.access).
+# Anyone who can reach a non-loopback address must log in as staff (see loader.web.access).
 MACTUNER_REQUIRE_STAFF = env_bool("MACTUNER_REQUIRE_STAFF", default=PRODUCTION)
 
 INSTALLED_APPS = [
@@ -52,7 +52,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "loader.middleware.StaticFiles",  # WhiteNoise that keeps async views on the loop
+    "loader.web.middleware.StaticFiles",  # WhiteNoise that keeps async views on the loop
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -151,7 +151,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 WHITENOISE_USE_FINDERS = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "/admin/login/"
-CSRF_FAILURE_VIEW = "loader.views.csrf_failure"
+CSRF_FAILURE_VIEW = "loader.web.views.csrf_failure"
 # The load API takes a few short fields; anything bigger is refused before parsing.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024
 

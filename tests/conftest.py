@@ -87,8 +87,8 @@ def require_service(name: str, port: int) -> None:
 
 def wait_finished(job_id: int, timeout: float = 60) -> Any:
     """Wait for an in-process (Django test client) job's thread to end; returns the LoadJob."""
-    from loader.models import LoadJob
-    from loader.process import TOKENS
+    from loader.jobs.local import TOKENS
+    from loader.jobs.models import LoadJob
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -106,7 +106,7 @@ def load_in_process(
     compare the loaded tensors with plain transformers/peft."""
     import threading
 
-    from loader.catalog import resolve_base
+    from loader.catalog.listing import resolve_base
     from loader.pipeline import LoadRequest, ModelSlot
 
     request = LoadRequest(path, device, dtype, name=name or path.name, merge=merge, base_resolver=resolve_base)
@@ -118,7 +118,7 @@ def test_host(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """Swap this process's model host for one of ``tests/hosts`` (a real host with a fault, or a
     hostile one); the real one is back afterwards. ``release`` is the file the blocking host waits for."""
     from loader.host.supervisor import HOST_ARGV
-    from loader.process import MODEL_HOST
+    from loader.jobs.local import MODEL_HOST
 
     release = tmp_path / "release"
     monkeypatch.setenv("MACTUNER_TEST_RELEASE", str(release))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from loader import services
-from loader.models import LoadJob
+from loader.jobs import services
+from loader.jobs.models import LoadJob
 
 pytestmark = pytest.mark.django_db
 

@@ -13,8 +13,8 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.test import Client
 
-from loader.models import LoadJob
-from loader.process import HOSTNAME as HOST
+from loader.jobs.local import HOSTNAME as HOST
+from loader.jobs.models import LoadJob
 from mactuner_dev.harness import Api, LiveServer
 
 from .test_websocket import connect

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from loader import catalog
+from loader.catalog import listing as catalog
 
 
 def model(folder: Path) -> None:

@@ -185,9 +185,7 @@ def test_a_huge_config_does_not_hold_status_while_the_list_is_read(
         t.join()
     assert [status for _path, status, _t in done] == [200] * len(done)
     assert len(listed) == 10 and all({"tiny", *(name for name, _size in big)} <= names for names in listed)
-    # A status queued behind the lists would take at least as long as one of them. (Not "before the
-    # first list ends": while the server warms its imports they give way to the first requests of a
-    # stretch, ``loader.warming``, and the lists may then end soon after the status is sent.)
+    # A status queued behind the lists would take at least as long as one of them.
     first_status = min(t for path, _s, t in done if path == "/api/status")
     first_list = min(t for path, _s, t in done if path == "/api/models")
     assert first_status - status_sent < first_list - lists_sent, "/api/status waited for a list"

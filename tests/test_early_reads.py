@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from loader.pipeline import LoadRequest, ModelSlot
-from loader.pipeline import skeleton as skeleton_module
-from loader.pipeline.cpu_stream import CpuStream
 from loader.pipeline.errors import DoesNotFit, ShardMissing, WeightsMismatch
+from loader.pipeline.inspect import skeleton as skeleton_module
+from loader.pipeline.weights.cpu_stream import CpuStream
 from mactuner_dev.harness import PYTHON, ROOT
 from tests.test_engine import mapped_ranges, shard_fds, stream_threads
 
@@ -110,8 +110,8 @@ def test_an_auto_load_during_the_start_up_import_does_not_wait_for_torch_to_read
 def test_a_shard_swapped_for_a_fifo_after_the_checks_is_refused_in_plain_words_without_hanging(
     models_root: Path, tmp_path: Path
 ) -> None:
-    from loader.pipeline.checkpoint import inspect_checkpoint
-    from loader.pipeline.engine import choose
+    from loader.pipeline.inspect.checkpoint import inspect_checkpoint
+    from loader.pipeline.weights.engine import choose
 
     path = tmp_path / "swapped"
     shutil.copytree(models_root / "tiny", path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loader.consumers import BURST_S, PACE, SENDS_PER_S, Pace
+from loader.web.consumers import BURST_S, PACE, SENDS_PER_S, Pace
 
 
 def run(viewers: int, offered: list[float], pass_s: float) -> list[tuple[float, float]]:

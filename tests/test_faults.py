@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from loader.process import MODEL_HOST
+from loader.jobs.local import MODEL_HOST
 
 from .conftest import Api, SocketWatcher, db_rows, free_port, job_of, wait_finished, wait_port
 

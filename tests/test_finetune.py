@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from loader.process import MODEL_HOST
+from loader.jobs.local import MODEL_HOST
 from mactuner_dev import layouts
 from mactuner_dev.synth import write_checkpoint
 

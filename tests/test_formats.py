@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
+from loader.jobs.local import MODEL_HOST
 from loader.pipeline import LoadRequest, ModelSlot, ProgressEvent, Stage
-from loader.process import MODEL_HOST
 from mactuner_dev import layouts
 
 from .conftest import load_in_process, wait_finished

@@ -11,9 +11,9 @@ import pytest
 from django.contrib.staticfiles import finders
 from django.test import Client
 
-from loader.history import expected_total_seconds
-from loader.models import LoadJob
-from loader.process import MODEL_HOST
+from loader.jobs.history import expected_total_seconds
+from loader.jobs.local import MODEL_HOST
+from loader.jobs.models import LoadJob
 
 from .conftest import wait_finished
 

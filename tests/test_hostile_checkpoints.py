@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from loader.pipeline import LoadError, LoadRequest, ModelSlot, preflight
+from loader.pipeline import LoadError, LoadRequest, ModelSlot
+from loader.pipeline.preflight import preflight
 
 SECRET = b"root:x:0:0:SECRET-BYTES"  # the "outside" file escapes point at
 SECRET_AS_LENGTH = str(struct.unpack("<Q", SECRET[:8])[0])

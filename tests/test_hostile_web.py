@@ -13,8 +13,8 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
-from loader.models import LoadJob
-from loader.process import MODEL_HOST
+from loader.jobs.local import MODEL_HOST
+from loader.jobs.models import LoadJob
 
 from .conftest import wait_finished
 from .test_hostile_checkpoints import SECRET, _rename_all

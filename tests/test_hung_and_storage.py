@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from loader.models import LoadJob
-from loader.process import MODEL_HOST
+from loader.jobs.local import MODEL_HOST
+from loader.jobs.models import LoadJob
 
 from .conftest import Api, LiveServer, db_rows, migrate, server_env, wait_finished
 

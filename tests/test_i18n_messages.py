@@ -14,8 +14,8 @@ import pytest
 from django.test import Client
 from django.utils import translation
 
-from loader.i18n import both
-from loader.process import MODEL_HOST
+from loader.jobs.i18n import both
+from loader.jobs.local import MODEL_HOST
 
 from .conftest import ROOT, wait_finished
 

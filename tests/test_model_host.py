@@ -16,7 +16,7 @@ import psutil
 import pytest
 from django.test import Client
 
-from loader.process import MODEL_HOST
+from loader.jobs.local import MODEL_HOST
 from mactuner_dev import layouts
 
 from .conftest import Api, wait_finished

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from loader.pipeline import LoadRequest, ModelSlot
-from loader.pipeline.resolve import preflight
-from loader.pipeline.reuse import builder
+from loader.pipeline.preflight import preflight
+from loader.pipeline.weights.reuse import builder
 
 
 def count_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from loader import processes
-from loader.models import ServerProcess
-from loader.process import IDENTITY
+from loader.jobs import servers as processes
+from loader.jobs.local import IDENTITY
+from loader.jobs.models import ServerProcess
 
 pytestmark = pytest.mark.django_db
 

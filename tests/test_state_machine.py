@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from loader import services
-from loader.models import LoadJob
-from loader.process import MODEL_HOST
-from loader.selectors import job_snapshot, loader_state
+from loader.jobs import services
+from loader.jobs.local import MODEL_HOST
+from loader.jobs.models import LoadJob
+from loader.jobs.selectors import job_snapshot, loader_state
 
 from .conftest import wait_finished
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from tqdm import tqdm
 
-from loader.terminal import TerminalBars
+from loader.web.terminal import TerminalBars
 
 from .conftest import PYTHON, ROOT, Api, SocketWatcher, free_port, migrate, server_env, wait_port
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from loader.models import LoadJob
-from loader.process import MODEL_HOST
+from loader.jobs.local import MODEL_HOST
+from loader.jobs.models import LoadJob
 
 from .conftest import wait_finished
 

@@ -11,9 +11,9 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from loader import runner, services
-from loader.models import LoadJob
-from loader.process import MODEL_HOST, TOKENS
+from loader.jobs import runner, services
+from loader.jobs.local import MODEL_HOST, TOKENS
+from loader.jobs.models import LoadJob
 from mactuner_site.asgi import application as asgi_application
 
 pytestmark = pytest.mark.django_db(transaction=True)

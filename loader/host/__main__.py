@@ -1,5 +1,5 @@
 import sys
 
-from .main import main
+from loader.host.main import main
 
 main(sys.argv[1:])

@@ -21,11 +21,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from loader.host import protocol
 from loader.pipeline.errors import LoadCancelled, LoadError
 from loader.pipeline.events import ProgressEvent
 from loader.pipeline.request import LoadRequest
-
-from . import protocol
 
 log = logging.getLogger("loader.host")
 
@@ -76,7 +75,7 @@ class Host:
         self.cancels: dict[int, threading.Event] = {}
 
     def imports(self) -> None:
-        from loader.pipeline.resolve import warm_imports
+        from loader.pipeline.preflight import warm_imports
 
         started = time.monotonic()
         try:

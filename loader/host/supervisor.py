@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import deaths, protocol
+from loader.host import deaths, protocol
 
 log = logging.getLogger("loader.host")
 ROOT = Path(__file__).resolve().parent.parent.parent

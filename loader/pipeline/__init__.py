@@ -21,8 +21,7 @@ _EXPORTS = {
     "Stage": "events",
     "LoadRequest": "request",
     "LoadedModel": "request",
-    "preflight": "resolve",
-    "warm_imports": "resolve",
+    "warm_imports": "preflight",
     "ModelSlot": "slot",
     "load_checkpoint": "stages",
 }

@@ -7,8 +7,8 @@ import os
 import sys
 from typing import Any
 
-from .errors import DeviceUnavailable, InvalidOption
-from .i18n import gettext_noop
+from loader.pipeline.errors import DeviceUnavailable, InvalidOption
+from loader.pipeline.i18n import gettext_noop
 
 DEVICES = ("auto", "mps", "cuda", "cpu")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -62,7 +62,7 @@ def target_without_torch(requested: str) -> str | None:
     if requested == "cpu":
         return "cpu"
     torch = sys.modules.get("torch")
-    # A torch another thread is still importing (the start-up warming) is in sys.modules already:
+    # A torch another thread is still importing (the host's start-up imports) is in sys.modules already:
     # asking it would wait for the whole import, which is what this function exists to avoid.
     if torch is not None and not getattr(getattr(torch, "__spec__", None), "_initializing", False):
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .i18n import gettext_noop, parts
+from loader.pipeline.i18n import gettext_noop, parts
 
 
 class LoadError(Exception):

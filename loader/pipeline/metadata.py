@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .checkpoint import CheckpointInfo
+from loader.pipeline.inspect.checkpoint import CheckpointInfo
 
 
 def _first(config: Any, *names: str) -> Any:

@@ -12,16 +12,16 @@ import time
 import weakref
 from typing import Any
 
-from . import device as devices
-from .checkpoint import CheckpointInfo
-from .errors import DoesNotFit, LoadCancelled, LoaderBusy, LoadError
-from .events import EventCallback
-from .formats import SAFETENSORS, detect
-from .i18n import gettext_noop
-from .request import LoadedModel, LoadRequest
-from .resolve import preflight, warm_imports
-from .stages import Reporter, load_checkpoint
-from .streamed import EarlyReads
+from loader.pipeline import device as devices
+from loader.pipeline.errors import DoesNotFit, LoadCancelled, LoaderBusy, LoadError
+from loader.pipeline.events import EventCallback
+from loader.pipeline.i18n import gettext_noop
+from loader.pipeline.inspect.checkpoint import CheckpointInfo
+from loader.pipeline.inspect.formats import SAFETENSORS, detect
+from loader.pipeline.preflight import preflight, warm_imports
+from loader.pipeline.request import LoadedModel, LoadRequest
+from loader.pipeline.stages import Reporter, load_checkpoint
+from loader.pipeline.weights.streamed import EarlyReads
 
 
 def _gb(n: float) -> str:

@@ -10,13 +10,8 @@ import threading
 import time
 from typing import Any
 
-from . import device as devices
-from . import engine
-from .adapter_weights import attach_adapter
-from .adapters import base_request
-from .checkpoint import CheckpointInfo
-from .engine import STREAM
-from .errors import (
+from loader.pipeline import device as devices
+from loader.pipeline.errors import (
     ConfigUnreadable,
     LoadCancelled,
     LoadError,
@@ -25,15 +20,20 @@ from .errors import (
     ShardCorrupt,
     TokenizerError,
 )
-from .events import EventCallback, ProgressEvent, Stage, WeightsDetail, overall_percent, stage_message
-from .i18n import gettext_noop
-from .metadata import extract_metadata
-from .request import LoadedModel, LoadRequest
-from .resolve import load_config, model_class, preflight, warm_imports
-from .reuse import builder
-from .stream import Stream
-from .streamed import EarlyReads, StreamProgress, load_streamed, start_stream
-from .weights import load_observed, move_to_device
+from loader.pipeline.events import EventCallback, ProgressEvent, Stage, WeightsDetail, overall_percent, stage_message
+from loader.pipeline.i18n import gettext_noop
+from loader.pipeline.inspect.adapters import base_request
+from loader.pipeline.inspect.checkpoint import CheckpointInfo
+from loader.pipeline.metadata import extract_metadata
+from loader.pipeline.preflight import load_config, model_class, preflight, warm_imports
+from loader.pipeline.request import LoadedModel, LoadRequest
+from loader.pipeline.weights import engine
+from loader.pipeline.weights.adapter import attach_adapter
+from loader.pipeline.weights.engine import STREAM
+from loader.pipeline.weights.fallback import load_observed, move_to_device
+from loader.pipeline.weights.reuse import builder
+from loader.pipeline.weights.stream import Stream
+from loader.pipeline.weights.streamed import EarlyReads, StreamProgress, load_streamed, start_stream
 
 EMIT_INTERVAL_S = 0.05
 

@@ -1,7 +1,7 @@
 """Load a model from the terminal with tqdm bars, recorded as a LoadJob like a web load.
 
 The model loads in a model host of this command's own (spawned by ``manage.py`` before Django's
-set-up, see ``loader.host.launch``), driven exactly as a server drives its host. Ctrl-C or
+set-up, see ``loader.management.launch``), driven exactly as a server drives its host. Ctrl-C or
 SIGTERM: before the job exists, exit at once; after, the job is cancelled (the host gets
 ``CANCEL_GRACE_S`` to stop, then it is killed) and recorded. Either way: exit 130, no host left.
 
@@ -23,17 +23,17 @@ from django.db import connection
 from django.utils import translation
 from django.utils.translation import gettext
 
-from loader import services
-from loader.catalog import describe_all, find_model
-from loader.events import publisher
-from loader.host import launch
-from loader.i18n import here, in_lang
+from loader.catalog.listing import describe_all, find_model
+from loader.jobs import services
+from loader.jobs.i18n import here, in_lang
+from loader.jobs.local import IDENTITY, MODEL_HOST
+from loader.jobs.publisher import publisher
+from loader.jobs.runner import execute_job
+from loader.jobs.selectors import job_active, loader_state
+from loader.management import launch
 from loader.pipeline.device import DEVICES, DTYPES
 from loader.pipeline.i18n import gettext_noop
-from loader.process import IDENTITY, MODEL_HOST
-from loader.runner import execute_job
-from loader.selectors import job_active, loader_state
-from loader.terminal import LoadBars
+from loader.web.terminal import LoadBars
 
 
 def default_lang() -> str:

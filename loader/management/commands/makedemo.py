@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from loader.catalog import list_models
+from loader.catalog.listing import list_models
 from mactuner_dev.synth import parse_count, write_checkpoint
 
 

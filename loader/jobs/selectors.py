@@ -1,0 +1,168 @@
+"""Reads. ``loader_state`` builds the one message every client gets (page, API, websocket).
+
+What is loaded comes from the ``ServerProcess`` rows, not from this process's memory, so any
+server answers the same (a model held by server A shows on server B's dashboard).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.utils import timezone
+
+from loader.jobs.history import expected_total_seconds
+from loader.jobs.i18n import both
+from loader.jobs.local import IDENTITY, pid_alive
+from loader.jobs.models import LoadJob, ServerProcess
+from loader.pipeline.events import WeightsDetail
+from loader.pipeline.i18n import gettext_noop
+
+PROCESS_STALE_S = 15.0
+DETAIL_DEFAULTS = asdict(WeightsDetail())
+
+
+def job_active() -> LoadJob | None:
+    return LoadJob.objects.filter(state__in=LoadJob.ACTIVE_STATES).first()
+
+
+def job_latest() -> LoadJob | None:
+    return LoadJob.objects.order_by("-id").first()
+
+
+def job_list(*, limit: int) -> list[LoadJob]:
+    return list(LoadJob.objects.order_by("-id")[:limit])
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value else None
+
+
+def job_is_stalled(job: LoadJob) -> bool:
+    """No progress for the stall time: a queued job stuck in 'preparing' counts too."""
+    if job.state not in LoadJob.ACTIVE_STATES:
+        return False
+    last = job.progress_at or job.started_at or job.created_at
+    return (timezone.now() - last).total_seconds() > settings.MACTUNER_STALL_SECONDS
+
+
+def job_snapshot(job: LoadJob | None) -> dict[str, Any] | None:
+    if job is None:
+        return None
+    error = None
+    if job.error_message:
+        saved = job.error_params or {}
+        template = saved.get("template") or job.error_message
+        error = {
+            "code": job.error_code, "message": job.error_message, "detail": job.error_detail,
+            "text": both(template, saved.get("params") or {}),
+        }  # fmt: skip
+    return {
+        "id": job.pk,
+        "state": job.state,
+        "active": job.is_active,
+        "stage": job.stage,
+        "percent": job.percent,
+        "message": job.message,
+        "error": error,
+        "model": job.model_name,
+        "device": job.device or job.device_requested,
+        "dtype": job.dtype or job.dtype_requested,
+        "device_requested": job.device_requested,
+        "dtype_requested": job.dtype_requested,
+        "source": job.source,
+        "lang": job.lang,  # the language of ``message`` (the requester's)
+        "detail": DETAIL_DEFAULTS | (job.detail or {}),
+        "timings": job.timings or {},
+        "expected_total_s": expected_total_seconds(job.model_name) if job.is_active else None,
+        "metadata": job.metadata or {},
+        "stalled": job_is_stalled(job),
+        "cancel_requested": job.cancel_requested,
+        "owner": {"host": job.owner_host, "pid": job.owner_pid},
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "updated_at": _iso(job.updated_at),
+    }
+
+
+def process_is_live(row: ServerProcess) -> bool:
+    """On this host the pid decides (a paused server is alive); elsewhere the heartbeat does."""
+    if row.host == IDENTITY.host:
+        return pid_alive(row.pid)
+    return bool(timezone.now() - row.heartbeat_at <= timedelta(seconds=PROCESS_STALE_S))
+
+
+def processes_holding() -> list[ServerProcess]:
+    """Live server processes that hold a model, the most recently loaded first."""
+    rows = ServerProcess.objects.exclude(model_name="").order_by("-loaded_at")
+    return [row for row in rows if process_is_live(row)]
+
+
+def loaded_summary(row: ServerProcess) -> dict[str, Any]:
+    return {
+        "name": row.model_name, "path": row.model_path, "device": row.device, "dtype": row.dtype,
+        "metadata": row.metadata, "owner": {"host": row.host, "pid": row.pid, "model_host_pid": row.host_pid},
+        "loaded_at": _iso(row.loaded_at),
+    }  # fmt: skip
+
+
+LOST_REASONS = {
+    "host_died": gettext_noop(
+        "모델 호스트 프로세스가 종료되어({signal}) 모델 {name}이(가) 메모리에서 사라졌습니다. 다시 로드하세요."
+    ),
+    "out_of_memory": gettext_noop(
+        "메모리가 부족해 운영체제가 모델 호스트 프로세스를 종료했습니다({signal}). 모델 {name}이(가) 언로드되었습니다."
+    ),
+    "cancelled": gettext_noop(
+        "취소한 로드가 멈추지 않아 모델 호스트를 다시 시작했습니다. 이전 모델 {name}도 함께 언로드되었습니다."
+    ),
+}
+
+
+def model_lost() -> dict[str, Any] | None:
+    """The model a live server lost without being asked (its host died), newest first: status says why."""
+    rows = ServerProcess.objects.filter(model_name="").exclude(lost={}).order_by("-heartbeat_at")
+    for row in rows:
+        if not process_is_live(row) or not isinstance(row.lost, dict):
+            continue
+        lost = row.lost
+        template = LOST_REASONS.get(str(lost.get("code")), LOST_REASONS["host_died"])
+        params = {"name": lost.get("name") or "?", "signal": lost.get("signal") or "?"}
+        return {**lost, "owner": {"host": row.host, "pid": row.pid}, "text": both(template, params)}
+    return None
+
+
+def loader_state(*, job: LoadJob | None = None, holders: list[ServerProcess] | None = None) -> dict[str, Any]:
+    """The one message shape: the given job (else the active one, else the latest) and what is loaded.
+
+    ``job`` lets the owner's thread publish its in-memory row without reading it back; ``holders``
+    lets it build several snapshots from one read of the server rows.
+    """
+    job = job or job_active() or job_latest()
+    holders = processes_holding() if holders is None else holders
+    return {
+        "type": "snapshot",
+        "job": job_snapshot(job),
+        "loaded": loaded_summary(holders[0]) if holders else None,
+        # Every live server's model (one per server): memory held anywhere is never hidden.
+        "held": [loaded_summary(row) for row in holders],
+        "lost": None if holders else model_lost(),
+        "emitted_at": time.time(),
+    }
+
+
+def loader_state_safe(job: LoadJob, holders: list[ServerProcess] | None = None) -> dict[str, Any]:
+    """The same message when the database cannot be read (disk full, gone): the job as the owner
+    knows it, nothing loaded claimed."""
+    try:
+        return loader_state(job=job, holders=holders)
+    except DatabaseError:
+        return {
+            "type": "snapshot", "job": job_snapshot(job), "loaded": None, "held": [], "lost": None,
+            "emitted_at": time.time(),
+        }  # fmt: skip

@@ -1,0 +1,211 @@
+"""The fallback weights path: observe transformers' own load, then make the weights really resident.
+
+Runs what the streaming engine does not cover (see engine.py: MPS, quantized checkpoints, remote
+code, unusual dtypes, dtype conversion on CUDA) exactly as plain ``from_pretrained`` would.
+
+transformers 5 memory-maps safetensors when the dtype matches, so ``from_pretrained`` returns
+before most bytes are read; a bar that said 85 % then would lie. The stage therefore has two
+passes: (1) ``from_pretrained`` observed per parameter through ``set_tqdm_hook``, and (2) a
+page-in of every CPU tensor in chunks, so the bar moves with the bytes actually read and a
+cancel is seen between chunks. When a dtype conversion is needed, pass 1 reads the bytes
+itself and gets most of the weight.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from loader.pipeline.errors import LoadCancelled, ShardCorrupt
+from loader.pipeline.events import WeightsDetail
+from loader.pipeline.i18n import gettext_noop
+from loader.pipeline.inspect.checkpoint import CheckpointInfo
+from loader.pipeline.weights import pagecache
+
+CHUNK_BYTES = 32 * 1024 * 1024
+
+
+class WeightsTracker:
+    """Turns per-parameter and per-chunk steps into one monotonic byte-weighted fraction."""
+
+    def __init__(
+        self, info: CheckpointInfo, pass1_share: float, emit: Callable[[], None], cancel: threading.Event,
+        read_limit_bps: float = 0.0,
+    ) -> None:  # fmt: skip
+        self.read_limit_bps = read_limit_bps
+        self.info = info
+        self.emit = emit
+        self.cancel = cancel
+        self.total = max(info.total_bytes, 1)
+        self.shards = len(info.shard_files)
+        # Share of the stage's bytes that pass 1 (from_pretrained) really reads: all of them when
+        # it copies to a device, most when it converts dtypes, little when it only memory-maps.
+        self.pass1_share = pass1_share
+        self.pass1_done = 0
+        self.pass2_done = 0
+        self.pass2_total = 1
+        self.shard = 1 if self.shards else 0
+        self.started = time.monotonic()
+        self._avg = self.total / max(len(info.tensors), 1)
+
+    @property
+    def fraction(self) -> float:
+        p1 = min(self.pass1_done / self.total, 1.0)
+        p2 = min(self.pass2_done / self.pass2_total, 1.0)
+        return self.pass1_share * p1 + (1 - self.pass1_share) * p2
+
+    @property
+    def bytes_done(self) -> int:
+        return int(self.fraction * self.total)
+
+    def rate_and_eta(self) -> tuple[float, float | None]:
+        elapsed = time.monotonic() - self.started
+        done = self.bytes_done
+        if elapsed <= 0 or done <= 0:
+            return 0.0, None
+        rate = done / elapsed
+        return rate, max(self.total - done, 0) / rate
+
+    def check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise LoadCancelled()
+
+    # pass 1 --------------------------------------------------------------------------------
+    def observe(self, items: Any) -> Iterator[Any]:
+        for item in items:
+            self.check_cancel()
+            key = item[0] if isinstance(item, tuple) else str(item)
+            tensor = self.info.tensors.get(key)
+            if tensor is not None:
+                self.shard = tensor.shard
+            yield item
+            self.pass1_done += tensor.nbytes if tensor is not None else int(self._avg)
+            self.emit()
+        self.check_cancel()
+
+    def finish_pass1(self) -> None:
+        self.pass1_done = self.total
+
+    # pass 2 --------------------------------------------------------------------------------
+    def page_in(self, model: Any) -> None:
+        import torch
+
+        seen: set[int] = set()
+        todo: list[tuple[int, int, Any]] = []
+        for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+            if tensor.device.type != "cpu" or tensor.numel() == 0 or not tensor.is_contiguous():
+                continue
+            ptr = tensor.data_ptr()
+            if ptr in seen:
+                continue
+            seen.add(ptr)
+            info = self.info.tensors.get(name)
+            todo.append((ptr, info.shard if info else 0, tensor))
+        todo.sort(key=lambda entry: (entry[1] or self.shards, entry[0]))
+        self.pass2_total = max(sum(t.numel() * t.element_size() for _, _, t in todo), 1)
+        chunk = (
+            CHUNK_BYTES if self.read_limit_bps <= 0 else max(1 << 20, min(CHUNK_BYTES, int(self.read_limit_bps / 10)))
+        )
+        for ptr, shard, tensor in todo:
+            if shard:
+                self.shard = shard
+            nbytes = tensor.numel() * tensor.element_size()
+            for offset in range(0, nbytes, chunk):
+                self.check_cancel()
+                length = min(chunk, nbytes - offset)
+                populate(ptr + offset, length, tensor, offset, torch)
+                self.pass2_done += length
+                self._pace()
+                self.emit()
+        self.pass2_done = self.pass2_total
+        self.shard = self.shards
+
+    def _pace(self) -> None:
+        """Honour the optional read-rate cap, waking often enough to see a cancel."""
+        if self.read_limit_bps <= 0:
+            return
+        due = self.started + self.pass2_done / self.read_limit_bps
+        while (wait := due - time.monotonic()) > 0:
+            self.check_cancel()
+            time.sleep(min(wait, 0.1))
+
+
+def populate(address: int, length: int, tensor: Any, offset: int, torch: Any) -> None:
+    """Fault ``length`` bytes at ``address`` into RAM (they may be lazily memory-mapped)."""
+    if sys.platform.startswith("linux"):
+        err = pagecache.populate(address, length)
+        if err == 0:
+            return
+        if err == errno.EFAULT:  # past the end of a shard truncated under us; touching would SIGBUS
+            raise ShardCorrupt(gettext_noop("가중치 파일이 로드 중에 잘렸습니다"), f"page-in failed at {address:#x}")
+    flat = tensor.detach().reshape(-1).view(torch.uint8)
+    flat[offset : offset + length : pagecache.PAGE].sum()
+
+
+def load_observed(
+    info: CheckpointInfo, request: Any, model_cls: Any, dtype_arg: Any, target: str, converting: bool,
+    detail: WeightsDetail, report: Callable[[float], None], cancel: threading.Event, set_hook: Callable[[Any], Any],
+) -> Any:  # fmt: skip
+    """transformers' own ``from_pretrained``, observed per tensor through its tqdm hook."""
+
+    def emit() -> None:
+        detail.shard, detail.bytes_done = tracker.shard, tracker.bytes_done
+        detail.bytes_per_s, detail.eta_s = tracker.rate_and_eta()
+        report(tracker.fraction)
+
+    pass1_share = 1.0 if target != "cpu" else 0.9 if converting else 0.1
+    tracker = WeightsTracker(info, pass1_share, emit, cancel, request.read_limit_bps)
+
+    def hook(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if kwargs.get("desc") == "Loading weights" and args:
+            return tracker.observe(args[0])
+        return factory(*args, **kwargs)
+
+    previous = set_hook(hook)
+    try:
+        # On an accelerator transformers copies each tensor straight to the device inside the
+        # observed loop (on MPS through safetensors' pread backend), so pass 1 carries the progress;
+        # on CPU the tensors stay memory-mapped until paged in.
+        model = model_cls.from_pretrained(
+            str(request.path), dtype=dtype_arg, trust_remote_code=request.allow_remote_code,
+            device_map=None if target == "cpu" else target,
+        )  # fmt: skip
+    finally:
+        set_hook(previous)
+    tracker.finish_pass1()
+    if target == "cpu":
+        tracker.page_in(model)
+    emit()
+    return model
+
+
+def move_to_device(model: Any, device: str, on_bytes: Callable[[int, int], None], cancel: threading.Event) -> None:
+    """Copy what is not yet on ``device`` module by module, measured and cancellable, then sync.
+
+    Weights loaded with a device map are already there (the loop just checks); the sync makes
+    "90 %" mean the copies have finished, not merely been queued.
+    """
+    if device == "cpu":
+        on_bytes(1, 1)
+        return
+    import torch
+
+    modules = list(model.modules())
+    total = max(sum(p.numel() * p.element_size() for p in model.parameters()), 1)
+    done = 0
+    for module in modules:
+        if cancel.is_set():
+            raise LoadCancelled()
+        size = sum(p.numel() * p.element_size() for p in module.parameters(recurse=False) if p.device.type != device)
+        module._apply(lambda t: t.to(device, non_blocking=False), recurse=False)
+        done += size
+        on_bytes(done, total)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
+    on_bytes(total, total)

@@ -1,0 +1,102 @@
+"""Read-only job history: the admin is for looking back, the dashboard for acting.
+
+Columns use the page's words (history.py labels) so a job reads the same in both places, and
+the job page shows its per-stage timings as the page's stacked chart instead of raw JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.template.loader import render_to_string
+from django.utils.translation import gettext_lazy as _
+
+from loader.jobs.history import CACHE_LABELS, SOURCE_LABELS, STAGE_LABELS, STATE_LABELS, stage_segments
+from loader.jobs.models import LoadJob
+
+
+@admin.register(LoadJob)
+class LoadJobAdmin(admin.ModelAdmin):
+    list_display = (
+        "id", "model_label", "started_from", "outcome", "stage_label", "device", "dtype", "total_time", "read_rate",
+        "cache", "created_at",
+    )  # fmt: skip
+    list_filter = ("state", "source", "device")
+    search_fields = ("model_name", "model_path")
+    date_hierarchy = "created_at"
+    fieldsets = (
+        (
+            None,
+            {"fields": ("model_label", "model_path", "started_from", "outcome", "stage_label", "percent", "message")},
+        ),
+        (_("장치"), {"fields": ("device_requested", "dtype_requested", "device", "dtype")}),
+        ("Error", {"fields": ("error_code", "error_message", "error_detail")}),
+        (_("단계별 시간"), {"fields": ("stage_chart", "read_rate", "cache")}),
+        ("Details", {"fields": ("metadata", "detail")}),
+        ("Owner", {"fields": ("owner_host", "owner_pid", "requested_by", "cancel_requested")}),
+        ("Times", {"fields": ("created_at", "started_at", "finished_at", "updated_at", "progress_at")}),
+    )
+
+    class Media:
+        css = {"all": ["loader/chart.css"]}
+
+    @admin.display(description=_("모델"), ordering="model_name")
+    def model_label(self, obj: LoadJob) -> str:
+        return obj.model_name
+
+    @admin.display(description=_("시작한 곳"), ordering="source")
+    def started_from(self, obj: LoadJob) -> str:
+        return str(SOURCE_LABELS.get(obj.source, obj.source))
+
+    @admin.display(description=_("결과"), ordering="state")
+    def outcome(self, obj: LoadJob) -> str:
+        return str(STATE_LABELS.get(obj.state, obj.state))
+
+    @admin.display(description=_("단계"))
+    def stage_label(self, obj: LoadJob) -> str:
+        return str(STAGE_LABELS.get(obj.stage, obj.stage))
+
+    @admin.display(description=_("총 시간"))
+    def total_time(self, obj: LoadJob) -> str:
+        total = (obj.timings or {}).get("total", obj.total_seconds)  # a failed load: its wall time
+        return f"{float(total):.2f}s" if isinstance(total, int | float) else "—"
+
+    @admin.display(description=_("읽기 속도"))
+    def read_rate(self, obj: LoadJob) -> str:
+        rate = (obj.detail or {}).get("bytes_per_s")
+        return f"{rate / 1e6:.0f} MB/s" if isinstance(rate, int | float) and rate > 0 else "—"
+
+    @admin.display(description=_("캐시"))
+    def cache(self, obj: LoadJob) -> str:
+        return str(CACHE_LABELS.get(str((obj.detail or {}).get("cache")), "—"))
+
+    @admin.display(description=_("단계별 시간"))
+    def stage_chart(self, obj: LoadJob) -> str:
+        timings = obj.timings or {}
+        return render_to_string(
+            "loader/stage_chart.html", {"segments": stage_segments(timings), "total": timings.get("total")}
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        methods = [
+            "model_label",
+            "started_from",
+            "outcome",
+            "stage_label",
+            "total_time",
+            "read_rate",
+            "cache",
+            "stage_chart",
+        ]
+        return [f.name for f in LoadJob._meta.fields] + methods
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

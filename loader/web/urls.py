@@ -1,0 +1,13 @@
+from django.urls import path
+
+from loader.web import views
+
+urlpatterns = [
+    path("", views.page, name="page"),
+    path("api/models", views.models, name="api-models"),
+    path("api/status", views.status, name="api-status"),
+    path("api/jobs", views.jobs, name="api-jobs"),
+    path("api/load", views.load, name="api-load"),
+    path("api/cancel", views.cancel, name="api-cancel"),
+    path("api/unload", views.unload, name="api-unload"),
+]

@@ -1,0 +1,87 @@
+"""Keeps viewers right about what only the database knows.
+
+With the in-memory layer a job started by another process (the CLI) publishes nowhere we can
+hear, and a stalled job publishes nothing at all. While any socket is open, one task per
+server polls the latest job twice a second and hands a snapshot to the one publisher when the
+row changed without us publishing it, or when its ``stalled`` flag flipped. It also reaps
+orphaned jobs. Failures are logged (once per kind until it recovers), never swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+
+from loader.jobs.local import IDENTITY
+from loader.jobs.publisher import publisher
+
+POLL_S = 0.5
+REAP_EVERY = 10
+log = logging.getLogger("loader.watcher")
+_clients = 0
+_task: asyncio.Task[None] | None = None
+
+
+def _observe(reap: bool) -> tuple[Any, dict[str, Any]]:
+    from loader.jobs import services
+    from loader.jobs.selectors import loader_state
+
+    if reap:
+        services.job_reap()
+    state = loader_state()
+    snap = state["job"]
+    if snap is None:
+        return None, state
+    foreign = snap["owner"]["pid"] != IDENTITY.pid or snap["owner"]["host"] != IDENTITY.host
+    loaded = state["loaded"]["name"] if state["loaded"] else None
+    return (snap["id"], snap["updated_at"], snap["stalled"], foreign, snap["active"], loaded), state
+
+
+def _worth_sending(last: Any, key: Any, in_memory: bool) -> bool:
+    if last is None or key is None or key == last:
+        return False
+    same_job = last[0] == key[0]
+    stalled_changed = same_job and last[2] != key[2]
+    # Another process's job: the only feed with the in-memory layer; with Redis a safety net
+    # for its start and its end (its own final publish may be lost).
+    started_or_ended = not same_job or last[4] != key[4]
+    loaded_changed = last[5] != key[5]
+    return bool((key[3] and (in_memory or started_or_ended)) or stalled_changed or loaded_changed)
+
+
+async def _run() -> None:
+    in_memory = isinstance(get_channel_layer(), InMemoryChannelLayer)
+    last_key: Any = None
+    tick = 0
+    failing = False
+    while _clients > 0:
+        try:
+            key, state = await database_sync_to_async(_observe)(tick % REAP_EVERY == 0)
+            if _worth_sending(last_key, key, in_memory):
+                publisher.send(state)
+            last_key = key
+            if failing:
+                log.info("watcher recovered")
+            failing = False
+        except Exception:  # a DB hiccup must not end the watcher; say so once
+            if not failing:
+                log.exception("watcher poll failed (retrying every %ss)", POLL_S)
+            failing = True
+        tick += 1
+        await asyncio.sleep(POLL_S)
+
+
+def attach() -> None:
+    global _clients, _task
+    _clients += 1
+    if _task is None or _task.done():
+        _task = asyncio.get_running_loop().create_task(_run())
+
+
+def detach() -> None:
+    global _clients
+    _clients = max(0, _clients - 1)
