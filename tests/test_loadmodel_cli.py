@@ -80,7 +80,7 @@ def test_unknown_name_exits_2(env: dict[str, str]) -> None:
 def test_busy_exits_2_and_starts_nothing(env: dict[str, str]) -> None:
     first = subprocess.run(
         [PYTHON, "manage.py", "shell", "-c",
-         "from loader import services; j = services.job_start(model_name='medium', model_path='/x', device='cpu', dtype='auto', source='web'); print(j.pk)"],
+         "from loader.jobs import services; j = services.job_start(model_name='medium', model_path='/x', device='cpu', dtype='auto', source='web'); print(j.pk)"],
         cwd=ROOT, env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     job_id = int(first.stdout.split()[-1])

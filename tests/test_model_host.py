@@ -60,7 +60,7 @@ def test_the_web_process_never_maps_libtorch(live_server_factory: Any) -> None:
 def test_a_host_killed_mid_load_fails_the_job_and_one_killed_holding_a_model_is_reported(
     live_server_factory: Any,
 ) -> None:
-    server = live_server_factory(MACTUNER_READ_LIMIT_MBPS="15").wait_warm()
+    server = live_server_factory(MACTUNER_READ_LIMIT_MBPS="5").wait_warm()  # reads outlast a respawned host's imports
     api = Api(server)
     assert api.call("POST", "/api/load", {"model": "tiny", "device": "cpu"})[0] == 202
     assert api.wait_idle(timeout=120)["job"]["state"] == "succeeded"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from loader.jobs import servers as processes
+from loader.jobs import servers
 from loader.jobs.local import IDENTITY
 from loader.jobs.models import ServerProcess
 
@@ -16,13 +16,13 @@ pytestmark = pytest.mark.django_db
 def test_a_success_recreates_our_server_row_if_it_was_expired_meanwhile(models_root: Path) -> None:
     """A paused server's row may be expired by another; its next success must still say what it holds."""
     loaded = {"name": "tiny", "path": str(models_root / "tiny"), "device": "cpu", "dtype": "bfloat16", "metadata": {}}
-    processes.process_record_loaded(model=loaded)  # no row yet: created, then written
+    servers.process_record_loaded(model=loaded)  # no row yet: created, then written
     row = ServerProcess.objects.get(host=IDENTITY.host, pid=IDENTITY.pid)
     assert row.model_name == "tiny" and row.loaded_at is not None
-    processes.process_record_unloaded()
-    processes.process_record_loaded(model=loaded)  # our row is there: one update
+    servers.process_record_unloaded()
+    servers.process_record_loaded(model=loaded)  # our row is there: one update
     assert ServerProcess.objects.get(pk=row.pk).model_name == "tiny"
     ServerProcess.objects.filter(pk=row.pk).delete()  # expired by another process
-    processes.process_record_loaded(model=loaded)
+    servers.process_record_loaded(model=loaded)
     again = ServerProcess.objects.get(host=IDENTITY.host, pid=IDENTITY.pid)
     assert again.model_name == "tiny" and again.channel == IDENTITY.channel

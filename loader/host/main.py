@@ -60,10 +60,28 @@ class Outbox:
 
     def send(self, message: dict[str, Any]) -> None:
         try:
+            frame = protocol.encode(message)
+        except protocol.ProtocolError as exc:  # a giant traceback or metadata: say so in a frame that fits
+            log.error("frame too large (%s); sending a shortened one", exc)
+            frame = protocol.encode(_shortened(message, str(exc)))
+        try:
             with self.lock:
-                protocol.send(self.sock, message)
+                self.sock.sendall(frame)
         except OSError:
             os._exit(0)  # nobody is listening: the model must not outlive its server
+
+
+def _shortened(message: dict[str, Any], why: str) -> dict[str, Any]:
+    if message.get("t") == "loaded":  # the model is in; its metadata is what was too large
+        model = dict(message.get("model") or {})
+        model["metadata"] = {"note": f"metadata dropped: {why}"}
+        return {**message, "model": model}
+    if message.get("t") == "failed":
+        error = dict(message.get("error") or {})
+        error["detail"] = str(error.get("detail", ""))[:20000]
+        error["params"] = {k: str(v)[:500] for k, v in (error.get("params") or {}).items()}
+        return {**message, "error": error}
+    return {"t": "event", "id": message.get("id"), "event": {}} if message.get("t") == "event" else {"t": "noop"}
 
 
 class Host:
@@ -73,6 +91,11 @@ class Host:
         self.out = out
         self.slot = ModelSlot()
         self.cancels: dict[int, threading.Event] = {}
+        self.fresh_rss = _rss()
+        # RSS after the first unload of a model on each device: CUDA/MPS keep a context (and CUDA the
+        # pinned ring) on purpose, so a host that used them is judged against itself, not a fresh one.
+        self.baselines: dict[str, int] = {}
+        self.device = ""
 
     def imports(self) -> None:
         from loader.pipeline.preflight import warm_imports
@@ -82,20 +105,14 @@ class Host:
             warm_imports()
         except Exception:
             log.exception("importing the libraries failed (the load will say why)")
-        self.out.send({"t": "ready", "import_s": round(time.monotonic() - started, 3), "rss": _rss()})
+        self.fresh_rss = _rss()
+        self.out.send({"t": "ready", "import_s": round(time.monotonic() - started, 3), "rss": self.fresh_rss})
 
     def load(self, job_id: int, spec: dict[str, Any]) -> None:
         cancel = self.cancels.setdefault(job_id, threading.Event())
         threading.Thread(target=self._load, args=(job_id, spec, cancel), name=f"load-{job_id}", daemon=True).start()
 
     def _load(self, job_id: int, spec: dict[str, Any], cancel: threading.Event) -> None:
-        bases: dict[str, str] = spec.get("bases") or {}
-        request = LoadRequest(
-            Path(spec["path"]), spec["device"], spec["dtype"], allow_remote_code=bool(spec.get("allow_remote_code")),
-            lang=spec.get("lang", "ko"), read_limit_bps=float(spec.get("read_limit_bps", 0.0)),
-            name=spec.get("name", ""), merge=bool(spec.get("merge")), requested_at=float(spec.get("requested_at", 0.0)),
-            base_resolver=lambda name: Path(bases[name]) if bases.get(name) else None,
-        )  # fmt: skip
         held = self.slot.loaded is not None
 
         def on_event(event: ProgressEvent) -> None:
@@ -106,6 +123,14 @@ class Host:
             self.out.send({"t": "event", "id": job_id, "event": event.to_dict(), "sent_at": time.time()})
 
         try:
+            bases: dict[str, str] = spec.get("bases") or {}
+            request = LoadRequest(
+                Path(spec["path"]), spec["device"], spec["dtype"], allow_remote_code=bool(spec.get("allow_remote_code")),
+                lang=spec.get("lang", "ko"), read_limit_bps=float(spec.get("read_limit_bps", 0.0)),
+                name=spec.get("name", ""), merge=bool(spec.get("merge")),
+                requested_at=float(spec.get("requested_at", 0.0)),
+                base_resolver=lambda name: Path(bases[name]) if bases.get(name) else None,
+            )  # fmt: skip
             loaded = self.slot.load(request, on_event, cancel)
         except LoadCancelled:
             self.out.send({"t": "cancelled", "id": job_id, "dropped": held and self.slot.loaded is None})
@@ -113,8 +138,12 @@ class Host:
             self.out.send({"t": "failed", "id": job_id, "error": exc.to_dict(), "dropped": self.slot.loaded is None})
         except BaseException as exc:  # a bug or an exotic checkpoint: typed as internal by the web side
             detail = "".join(traceback.format_exception(exc))
-            self.out.send({"t": "failed", "id": job_id, "error": {"code": "internal", "detail": detail}})
+            dropped = held and self.slot.loaded is None
+            self.out.send(
+                {"t": "failed", "id": job_id, "error": {"code": "internal", "detail": detail}, "dropped": dropped}
+            )
         else:
+            self.device = loaded.device
             summary = self.slot.summary() or {}
             self.out.send({"t": "loaded", "id": job_id, "model": summary, "rss": _rss()})
             del loaded
@@ -126,7 +155,11 @@ class Host:
             self.out.send({"t": "unloaded", "busy": True, "had": False, "rss": _rss()})
             return
         had = self.slot.unload()
-        self.out.send({"t": "unloaded", "busy": False, "had": had, "rss": _rss()})
+        time.sleep(0.2)  # what the allocator gives back right after the trim
+        rss = _rss()
+        kind = self.device.split(":")[0] or "cpu"
+        baseline = self.fresh_rss if kind == "cpu" else self.baselines.setdefault(kind, rss)
+        self.out.send({"t": "unloaded", "busy": False, "had": had, "rss": rss, "baseline": baseline})
 
     def serve(self, sock: socket.socket) -> None:
         while True:

@@ -63,6 +63,11 @@ def _read_exact(sock: socket.socket, n: int) -> bytes:
 
 def receive(sock: socket.socket) -> dict[str, Any]:
     """One message; raises Closed at the peer's end, ProtocolError for anything not ours."""
+    return receive_sized(sock)[0]
+
+
+def receive_sized(sock: socket.socket) -> tuple[dict[str, Any], int]:
+    """One message and its frame's size in bytes."""
     (size,) = _HEADER.unpack(_read_exact(sock, _HEADER.size))
     if size > MAX_FRAME:
         raise ProtocolError(f"frame header says {size} bytes (limit {MAX_FRAME})")
@@ -73,4 +78,4 @@ def receive(sock: socket.socket) -> dict[str, Any]:
         raise ProtocolError(f"frame is not JSON: {body[:200]!r}") from exc
     if not isinstance(message, dict) or not isinstance(message.get("t", message.get("op")), str):
         raise ProtocolError(f"frame is not a message: {body[:200]!r}")
-    return message
+    return message, size

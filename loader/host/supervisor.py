@@ -13,12 +13,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,7 +30,8 @@ from loader.host import deaths, protocol
 log = logging.getLogger("loader.host")
 ROOT = Path(__file__).resolve().parent.parent.parent
 RECYCLE_SHARE, RECYCLE_BYTES = 0.10, 200_000_000
-MAILBOX_MAX = 10_000  # messages waiting for the job thread; past this the host is flooding us
+MAILBOX_MAX = 10_000  # frames waiting for the job thread; past this the host is flooding us
+MAILBOX_BYTES = 32 << 20
 REPLY_TIMEOUT_S = 30.0
 FINAL = ("loaded", "failed", "cancelled")
 # Every host is spawned from this one long-lived thread: Linux's PR_SET_PDEATHSIG (the host dies
@@ -54,29 +55,59 @@ class Outcome:
 
 @dataclass
 class _Mailbox:
-    """A load's incoming frames; a progress frame not yet taken is replaced by a newer one."""
+    """A load's incoming frames; a progress frame not yet taken is replaced by a newer one of the
+    same stage. What waits is bounded in frames and bytes: past either, the host is flooding us."""
 
-    items: list[dict[str, Any]] = field(default_factory=list)
+    items: list[tuple[dict[str, Any], int]] = field(default_factory=list)
     cond: threading.Condition = field(default_factory=threading.Condition)
+    size: int = 0
 
-    def put(self, message: dict[str, Any]) -> None:
+    def put(self, message: dict[str, Any], nbytes: int = 0) -> None:
         with self.cond:
-            last = self.items[-1] if self.items else {}
-            same_stage = last.get("t") == message.get("t") == "event"
-            if same_stage and last["event"].get("stage") == message["event"].get("stage"):
-                self.items[-1] = message  # an unread progress frame of the same stage is superseded
-                return
-            if len(self.items) >= MAILBOX_MAX:
-                self.items[-1] = {"t": "garbage", "detail": f"over {MAILBOX_MAX} unread messages from the host"}
+            last = self.items[-1][0] if self.items else {}
+            if last.get("t") == message.get("t") == "event" and last["event"]["stage"] == message["event"]["stage"]:
+                self.size -= self.items[-1][1]
+                self.items[-1] = (message, nbytes)  # an unread progress frame of the same stage is superseded
+            elif len(self.items) >= MAILBOX_MAX or self.size + nbytes > MAILBOX_BYTES:
+                self.items.append(
+                    ({"t": "garbage", "detail": f"over {MAILBOX_MAX} frames or {MAILBOX_BYTES} bytes unread"}, 0)
+                )
+                nbytes = 0
             else:
-                self.items.append(message)
+                self.items.append((message, nbytes))
+            self.size += nbytes
             self.cond.notify_all()
 
     def get(self, timeout: float) -> dict[str, Any] | None:
         with self.cond:
             if not self.items:
                 self.cond.wait(timeout)
-            return self.items.pop(0) if self.items else None
+            if not self.items:
+                return None
+            message, nbytes = self.items.pop(0)
+            self.size -= nbytes
+            return message
+
+
+def _valid(message: dict[str, Any]) -> bool:
+    """The shape of every frame the web side acts on; anything else is garbage."""
+    kind = message.get("t")
+    if kind in ("hello", "ready", "unloaded", "noop"):
+        return True
+    if not isinstance(message.get("id"), int):
+        return False
+    if kind == "event":
+        event = message.get("event")
+        return (
+            isinstance(event, dict) and isinstance(event.get("stage"), str)
+            and isinstance(event.get("percent"), int | float) and isinstance(event.get("message"), str)
+            and isinstance(event.get("detail"), dict) and isinstance(event.get("timings"), dict)
+        )  # fmt: skip
+    if kind == "loaded":
+        return isinstance(message.get("model"), dict)
+    if kind == "failed":
+        return isinstance(message.get("error"), dict)
+    return kind in ("dropped", "cancelled")
 
 
 class _Process:
@@ -86,13 +117,19 @@ class _Process:
         parent, child = socket.socketpair()
         self.oom_before = deaths.oom_kills()
         self.started = time.monotonic()
-        self.proc = _SPAWNER.submit(
-            subprocess.Popen,
-            [*owner.argv, str(child.fileno())],
-            pass_fds=(child.fileno(),), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=sys.__stderr__ or subprocess.DEVNULL,
-            start_new_session=True,  # the terminal's Ctrl-C is for us; we decide what the host does
-        ).result()  # fmt: skip
-        child.close()
+        try:
+            self.proc = _SPAWNER.submit(
+                subprocess.Popen,
+                [*owner.argv, str(child.fileno())],
+                pass_fds=(child.fileno(),), cwd=ROOT, stdin=subprocess.DEVNULL,
+                stdout=sys.__stderr__ or subprocess.DEVNULL,
+                start_new_session=True,  # the terminal's Ctrl-C is for us; we decide what the host does
+            ).result()  # fmt: skip
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
         self.sock, self.owner = parent, owner
         self.ready = threading.Event()
         self.ready_s = 0.0
@@ -100,6 +137,7 @@ class _Process:
         self.dead = threading.Event()
         self.killed_for = ""
         self.returncode: int | None = None
+        self.unloading = False
         self.replies: _Mailbox = _Mailbox()
         threading.Thread(target=self._read, name=f"model-host-{self.proc.pid}", daemon=True).start()
 
@@ -123,27 +161,32 @@ class _Process:
     def _read(self) -> None:
         try:
             while True:
-                message = protocol.receive(self.sock)
+                message, nbytes = protocol.receive_sized(self.sock)
+                if not _valid(message):
+                    raise protocol.ProtocolError(f"a frame of an unknown shape: {str(message)[:200]}")
                 kind = message.get("t")
                 if kind == "ready":
                     self.ready_s = time.monotonic() - self.started
                     self.fresh_rss = int(message.get("rss") or 0)
                     self.ready.set()
                 elif kind == "unloaded":
-                    self.replies.put(message)
-                elif kind != "hello":
-                    self.owner._deliver(self, message)
+                    if self.unloading:  # an answer nobody asked for is dropped, never kept
+                        self.replies.put(message)
+                elif kind not in ("hello", "noop"):
+                    self.owner._deliver(self, message, nbytes)
         except protocol.Closed:
             pass
-        except (protocol.ProtocolError, OSError, KeyError, TypeError, ValueError) as exc:
+        except Exception as exc:  # garbage, a frame of the wrong shape, a broken socket
             log.error("model host %s sent garbage, killing it: %s", self.pid, exc)
-            self.owner._deliver(self, {"t": "garbage", "detail": str(exc)[:2000]})
+            self.killed_for = self.killed_for or "garbage"
+            self.owner._deliver(self, {"t": "garbage", "detail": str(exc)[:2000]}, 0)
             with contextlib.suppress(OSError):
                 self.proc.kill()
-        self.returncode = self.proc.wait()
-        self.sock.close()
-        self.dead.set()
-        self.owner._died(self)
+        finally:
+            self.returncode = self.proc.wait()
+            self.sock.close()
+            self.dead.set()
+            self.owner._died(self)
 
 
 HOST_ARGV = (sys.executable, "-m", "loader.host")
@@ -154,10 +197,10 @@ class Host:
         self, on_lost: Callable[[dict[str, Any], str], None] | None = None, argv: tuple[str, ...] = HOST_ARGV
     ) -> None:
         self.argv = argv  # the host program; the socket's fd number is appended
-        self._lock = threading.Lock()  # the process and the model fields
+        self._lock = threading.Lock()  # the process, the following load and the model fields
         self._load_lock = threading.Lock()  # one load or unload at a time
         self._process: _Process | None = None
-        self._mailbox: _Mailbox | None = None
+        self._following: tuple[_Process, _Mailbox] | None = None  # the load being followed, and its host
         self.model: dict[str, Any] | None = None  # what the host holds (its summary)
         self.on_lost = on_lost  # (model, why) when a host dies holding a model outside a load
         self._exit_hook = False
@@ -167,12 +210,13 @@ class Host:
     def start(self) -> _Process:
         """The live host, spawned now if there is none (returns at once; it imports meanwhile)."""
         with self._lock:
-            if self._process is None or self._process.dead.is_set():
+            process = self._process
+            if process is None or process.dead.is_set() or process.killed_for:
                 if not self._exit_hook:  # the host never outlives this process
                     atexit.register(self.stop)
                     self._exit_hook = True
-                self._process = _Process(self)
-            return self._process
+                process = self._process = _Process(self)
+            return process
 
     @property
     def pid(self) -> int | None:
@@ -188,6 +232,10 @@ class Host:
     def busy(self) -> bool:
         return self._load_lock.locked()
 
+    def holds(self, model: dict[str, Any] | None) -> bool:
+        """Whether ``model`` is still what a live host holds (it may have died since it loaded)."""
+        return model is not None and self.model is model and self.pid is not None
+
     def stop(self) -> None:
         """End the host (server or CLI exit): its memory goes back with it."""
         process = self._process
@@ -198,12 +246,14 @@ class Host:
         process = self._process
         if process is not None:
             process.kill(reason)
+        self._forget_model()
         self.start()
 
-    def _deliver(self, process: _Process, message: dict[str, Any]) -> None:
-        mailbox = self._mailbox
-        if process is self._process and mailbox is not None:
-            mailbox.put(message)
+    def _deliver(self, process: _Process, message: dict[str, Any], nbytes: int) -> None:
+        with self._lock:
+            following = self._following
+        if following is not None and following[0] is process:
+            following[1].put(message, nbytes)
         elif message.get("t") not in ("event", "dropped", *FINAL):
             log.warning("model host %s: unexpected %r outside a load", process.pid, message.get("t"))
 
@@ -215,11 +265,13 @@ class Host:
             log.info("model host %s ended (%s: %s)", process.pid, process.killed_for, signal)
         else:
             log.error("model host %s died (%s, %s)", process.pid, signal, code)
-        mailbox = self._mailbox
-        if mailbox is not None and process is self._process:  # the load that follows it says why
-            mailbox.put({"t": "died", "code": code, "signal": signal, "killed_for": process.killed_for})
-            return
         with self._lock:
+            following = self._following
+            if following is not None and following[0] is process:  # the load that follows it says why
+                following[1].put({"t": "died", "code": code, "signal": signal, "killed_for": process.killed_for})
+                return
+            if process is not self._process:
+                return  # an old host (already replaced): what it held was forgotten then
             model, self.model = self.model, None
         if model is not None and not process.killed_for and self.on_lost is not None:
             self.on_lost(model, f"{code}:{signal}")
@@ -236,34 +288,51 @@ class Host:
         if not self._load_lock.acquire(blocking=False):
             raise HostBusy()
         try:
-            mailbox = self._mailbox = _Mailbox()
             process = self.start()
-            held = self.model is not None
-            previous = str((self.model or {}).get("name", ""))
+            process.oom_before = deaths.oom_kills()
+            mailbox = _Mailbox()
+            with self._lock:
+                self._following = (process, mailbox)
+                previous = self.model
             try:
                 if not process.send({"op": "load", "id": job_id, "request": spec}):
-                    mailbox.put({"t": "died", "code": "host_died", "signal": "socket closed"})
+                    mailbox.put({"t": "died", "code": "host_died", "signal": "socket closed", "killed_for": ""})
                 outcome = self._follow(
-                    process, job_id, mailbox, held, on_event, on_dropped, on_waiting, should_cancel, grace_s
-                )
-                outcome.previous = previous
-                return outcome
+                    process, job_id, mailbox, previous is not None, on_event, on_dropped, on_waiting, should_cancel,
+                    grace_s,
+                )  # fmt: skip
+            except Exception:  # a callback or a frame we could not handle: this host's state is unknown
+                log.exception("job %s: following the host failed; replacing it", job_id)
+                self.recycle("internal")
+                outcome = Outcome("failed", error={"code": "internal", "detail": traceback.format_exc()},
+                                  dropped=previous is not None, killed="internal")  # fmt: skip
             finally:
-                self._mailbox = None
+                with self._lock:
+                    self._following = None
+            outcome.previous = str((previous or {}).get("name", ""))
+            return outcome
         finally:
             self._load_lock.release()
 
     def _follow(
         self, process: _Process, job_id: int, mailbox: _Mailbox, held: bool, on_event: Callable[[dict[str, Any]], None],
-        on_dropped: Callable[[], None], on_waiting: Callable[[float], None], should_cancel: Callable[[], bool], grace_s: float,
+        on_dropped: Callable[[], None], on_waiting: Callable[[float], None], should_cancel: Callable[[], bool],
+        grace_s: float,
     ) -> Outcome:  # fmt: skip
         started = waited = time.monotonic()
         cancel_at = 0.0
+        silent_since = 0.0  # the host's socket is closed and nothing more is coming
         while True:
             message = mailbox.get(0.1)  # a cancel is seen within 0.1 s
-            if not process.ready.is_set() and time.monotonic() - waited >= 0.25:
-                waited = time.monotonic()
+            now = time.monotonic()
+            if not process.ready.is_set() and now - waited >= 0.25:
+                waited = now
                 on_waiting(waited - started)
+            if message is None and process.dead.is_set():
+                silent_since = silent_since or now
+                if now - silent_since > 1.0:  # its "died" frame was lost: say so anyway
+                    code, signal = deaths.cause(process.returncode, process.oom_before)
+                    message = {"t": "died", "code": code, "signal": signal, "killed_for": process.killed_for}
             if message is not None:
                 kind = message.get("t")
                 if message.get("id", job_id) != job_id:
@@ -275,56 +344,36 @@ class Host:
                     on_dropped()
                 elif kind in FINAL:
                     return self._final(message, held)
-                elif kind == "died" and cancel_at:  # killed (by us or anyone) after the cancel
-                    self._forget_model()
-                    return Outcome("cancelled", dropped=held, killed="cancel")
                 elif kind == "died":
                     self._forget_model()
-                    return Outcome(
-                        "failed",
-                        error={"code": message["code"], "signal": message["signal"]},
-                        dropped=held,
-                        killed=message["signal"],
-                    )
+                    if cancel_at or message.get("killed_for") == "cancel":  # killed after the cancel
+                        return Outcome("cancelled", dropped=held, killed="cancel")
+                    error = {"code": message["code"], "signal": message["signal"]}
+                    return Outcome("failed", error=error, dropped=held, killed=message["signal"])
                 elif kind == "garbage":
-                    process.kill("garbage")
-                    self._forget_model()
-                    self.start()
-                    return Outcome(
-                        "failed",
-                        error={"code": "internal", "detail": message["detail"]},
-                        dropped=held,
-                        killed="garbage",
-                    )
+                    self.recycle("garbage")
+                    error = {"code": "internal", "detail": message["detail"]}
+                    return Outcome("failed", error=error, dropped=held, killed="garbage")
             if not cancel_at and should_cancel():
                 cancel_at = time.monotonic()
                 process.send({"op": "cancel", "id": job_id})
             if cancel_at and time.monotonic() - cancel_at > grace_s:
                 log.warning("job %s: the host did not stop %.1f s after cancel; killing it", job_id, grace_s)
-                process.kill("cancel")
-                self._forget_model()
-                self.start()  # a fresh one imports for the next load meanwhile
+                self.recycle("cancel")  # a fresh one imports for the next load meanwhile
                 return Outcome("cancelled", dropped=held, killed="cancel")
 
     def _final(self, message: dict[str, Any], held: bool) -> Outcome:
         kind = message["t"]
         if kind == "loaded":
             with self._lock:
-                self.model = message.get("model") or {}
+                self.model = message["model"]
             return Outcome("loaded", model=self.model, dropped=held)
         dropped = bool(message.get("dropped")) and held
         if dropped:
             self._forget_model()
-        error = message.get("error") if kind == "failed" else None
-        return (
-            Outcome(
-                kind,
-                error=error if isinstance(error, dict) else {"code": "internal", "detail": repr(error)},
-                dropped=dropped,
-            )
-            if kind == "failed"
-            else Outcome(kind, dropped=dropped)
-        )
+        if kind == "failed":
+            return Outcome("failed", error=message["error"], dropped=dropped)
+        return Outcome("cancelled", dropped=dropped)
 
     def _forget_model(self) -> None:
         with self._lock:
@@ -341,36 +390,30 @@ class Host:
             if process is None or process.dead.is_set() or self.model is None:
                 self._forget_model()
                 return False
-            if not process.send({"op": "unload"}):
-                self._forget_model()
-                return True
-            reply = None
-            deadline = time.monotonic() + REPLY_TIMEOUT_S
-            while reply is None and time.monotonic() < deadline and not process.dead.is_set():
-                reply = process.replies.get(0.25)
+            process.unloading = True
+            try:
+                if not process.send({"op": "unload"}):
+                    self._forget_model()
+                    return True
+                reply = None
+                deadline = time.monotonic() + REPLY_TIMEOUT_S
+                while reply is None and time.monotonic() < deadline and not process.dead.is_set():
+                    reply = process.replies.get(0.25)
+            finally:
+                process.unloading = False
             self._forget_model()
             if reply is None or reply.get("busy"):
                 self.recycle("unload did not answer")  # the model must go: the process goes with it
                 return True
-            rss, fresh = int(reply.get("rss") or 0), process.fresh_rss
-            if fresh and rss > fresh + max(RECYCLE_SHARE * fresh, RECYCLE_BYTES):
+            rss, base = int(reply.get("rss") or 0), int(reply.get("baseline") or process.fresh_rss)
+            if base and rss > base + max(RECYCLE_SHARE * base, RECYCLE_BYTES):
                 log.info(
-                    "model host %s keeps %d MB after unload (fresh %d MB): recycling",
+                    "model host %s keeps %d MB after unload (baseline %d MB): recycling",
                     process.pid,
                     rss >> 20,
-                    fresh >> 20,
+                    base >> 20,
                 )
                 self.recycle("memory after unload")
             return bool(reply.get("had"))
         finally:
             self._load_lock.release()
-
-
-def host_pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

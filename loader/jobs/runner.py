@@ -28,8 +28,7 @@ from django.db import DatabaseError, DataError, OperationalError, close_old_conn
 
 from loader.catalog.listing import resolve_base
 from loader.host.supervisor import Host, HostBusy, Outcome
-from loader.jobs import servers as processes
-from loader.jobs import services
+from loader.jobs import servers, services
 from loader.jobs.local import MODEL_HOST, TOKENS
 from loader.jobs.models import LoadJob
 from loader.jobs.publisher import Throttle, publisher
@@ -133,7 +132,7 @@ class _Follower:
     def on_dropped(self) -> None:
         """The host dropped the previous model for this load: our server row says so now."""
         with contextlib.suppress(DatabaseError):
-            processes.process_record_unloaded()
+            servers.process_record_unloaded()
         publisher.send(loader_state_safe(self.job))
 
     def should_cancel(self) -> bool:
@@ -182,14 +181,14 @@ def execute_job(
         )  # fmt: skip
     except HostBusy:
         outcome = Outcome("failed", error={"code": "busy", "detail": "the model host is running another load"})
-    return _record_outcome(job, outcome, follower.last_event)
+    return _record_outcome(job, outcome, follower.last_event, host)
 
 
-def _record_outcome(job: LoadJob, outcome: Outcome, last_event: dict[str, Any] | None) -> LoadJob:
+def _record_outcome(job: LoadJob, outcome: Outcome, last_event: dict[str, Any] | None, host: Host) -> LoadJob:
     if outcome.dropped:  # the model held before this load is gone; if the host went, say why
         code = "cancelled" if outcome.state == "cancelled" else str((outcome.error or {}).get("code", ""))
         lost = {"name": outcome.previous, "code": code, "signal": outcome.killed} if outcome.killed else None
-        _record(processes.process_record_unloaded, lost=lost)
+        _record(servers.process_record_unloaded, lost=lost)
     if outcome.state == "loaded" and outcome.model is not None:
         model = outcome.model
         final = last_event or {"message": "", "detail": {}, "timings": {}}
@@ -199,6 +198,9 @@ def _record_outcome(job: LoadJob, outcome: Outcome, last_event: dict[str, Any] |
         )  # fmt: skip
         if not ok:
             log.warning("job %s finished loading but its row had already ended (reaped?)", job.pk)
+        if not host.holds(model):  # the host died between its "loaded" and our row: say so, not "loaded"
+            lost = {"name": model.get("name", ""), "code": "host_died", "signal": "after the load"}
+            _record(servers.process_record_unloaded, lost=lost)
         return _finish_publish(job, reread=not ok)
     if outcome.state == "cancelled":
         _record(services.job_mark_cancelled, job=job, recycled=outcome.killed == "cancel")

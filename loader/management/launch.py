@@ -9,6 +9,7 @@ drawn until the command's own bars take over (``stop_ticker``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -43,11 +44,16 @@ def wants_host(argv: list[str]) -> bool:
 
 
 def quit_now(signum: int = 0, frame: Any = None) -> None:
-    """Exit 130 at once, host included: nothing is recorded before the job exists."""
+    """Exit 130 at once, host included: nothing is recorded before the job exists. (Runs in a
+    signal handler: no lock is taken, the host is killed without waiting for its reader.)"""
     from loader.jobs.local import MODEL_HOST
 
-    stop_ticker()
-    MODEL_HOST.stop()
+    if _ticker is not None:
+        _ticker.set()
+    pid = MODEL_HOST.pid
+    if pid is not None:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
     ko, en = CANCELLED_MESSAGE
     os.write(2, f"\n{en if language(sys.argv) == 'en' else ko}\n".encode())
     os._exit(130)

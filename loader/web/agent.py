@@ -15,8 +15,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from loader.jobs import servers as processes
-from loader.jobs import services
+from loader.jobs import servers, services
 from loader.jobs.local import TOKENS
 from loader.jobs.publisher import publisher
 from loader.jobs.selectors import loader_state
@@ -28,7 +27,7 @@ log = logging.getLogger("loader.agent")
 
 def _unload() -> None:
     try:
-        processes.model_unload_local()
+        servers.model_unload_local()
     except LoaderBusy:
         log.warning("unload asked while a load holds the slot; ignored")
         return
@@ -70,8 +69,8 @@ async def _heartbeat() -> None:
     while True:
         await asyncio.sleep(HEARTBEAT_S)
         try:
-            await database_sync_to_async(processes.process_heartbeat)()
-            await database_sync_to_async(processes.process_expire)()
+            await database_sync_to_async(servers.process_heartbeat)()
+            await database_sync_to_async(servers.process_expire)()
             # Jobs of dead owners end even when no browser is watching (HTTP clients see it too).
             await database_sync_to_async(services.job_reap)()
         except Exception:
@@ -82,6 +81,6 @@ async def start() -> list[asyncio.Task[None]]:
     """Open our channel, register the row, and run the listener and the heartbeat."""
     layer = get_channel_layer()
     channel = await layer.new_channel()  # the default prefix: channels_redis reads one real channel per process
-    await database_sync_to_async(processes.process_register)(channel=channel)
+    await database_sync_to_async(servers.process_register)(channel=channel)
     loop = asyncio.get_running_loop()
     return [loop.create_task(_listen(channel)), loop.create_task(_heartbeat())]

@@ -113,10 +113,10 @@ def _reap() -> None:
 
 def _host_lost(model: dict[str, Any], why: str) -> None:
     """The host died holding a model outside a load: the dashboards say no model, and why."""
-    from loader.jobs import servers as processes
+    from loader.jobs import servers
 
     try:
-        processes.process_record_lost(model=model, why=why)
+        servers.process_record_lost(model=model, why=why)
     except Exception:
         log.exception("could not record the loss of the model %r", model.get("name"))
     finally:

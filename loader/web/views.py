@@ -20,8 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from loader.catalog import cache as catalog_cache
 from loader.catalog.listing import find_model
-from loader.jobs import runner, services
-from loader.jobs import servers as processes
+from loader.jobs import runner, servers, services
 from loader.jobs.i18n import here
 from loader.jobs.selectors import job_active, job_list, job_snapshot, loader_state
 from loader.pipeline.device import DEVICES, DTYPES
@@ -158,10 +157,10 @@ def cancel(request: HttpRequest) -> JsonResponse:
 @staff_required(api=True)
 def unload(request: HttpRequest) -> JsonResponse:
     try:
-        had = processes.model_unload()
+        had = servers.model_unload()
     except LoaderBusy as exc:
         return _error(409, Msg(exc.template, exc.params))
-    except processes.OwnerUnreachable as exc:
+    except servers.OwnerUnreachable as exc:
         return _error(503, gettext_noop("모델을 가진 서버가 응답하지 않습니다: {owner}", owner=str(exc)))
     return JsonResponse({"unloaded": had, "loaded": None})
 

@@ -68,6 +68,15 @@
     if (job) upsertHistory(job);
     renderBox(job);
     renderCard(state.loaded);
+    renderLost(state.loaded ? null : state.lost);
+  }
+
+  // The model a host dropped without an unload (it died, or a cancel had to kill it), and why.
+  function renderLost(lost) {
+    const el = document.getElementById("lost-note");
+    if (!el) return;
+    el.hidden = !lost;
+    el.textContent = lost ? ((lost.text && lost.text[window.MACTUNER_LANG]) || lost.name) : "";
   }
 
   function renderBox(job) {
@@ -218,7 +227,7 @@
     try { data = await res.json(); } catch (e) { /* non-JSON error page */ }
     if (!res.ok) notice(data.error || res.status + " " + res.statusText); else notice("");
     // A reply can be older than a snapshot the socket already gave (a cancel that finished at once).
-    if (data.job && !isStale(data.job)) render({ job: data.job, loaded: state.loaded });
+    if (data.job && !isStale(data.job)) render({ job: data.job, loaded: state.loaded, lost: state.lost });
     return { res, data };
   }
 
@@ -252,11 +261,11 @@
     // Immediate feedback: the box appears on the click itself, the server's snapshot follows.
     shown = { id: "pending", percent: 0 };
     render({ job: { id: "pending", state: "queued", active: true, stage: "preparing", percent: 0,
-      message: T.stages.preparing, model: els.model.value, detail: {} }, loaded: state.loaded });
+      message: T.stages.preparing, model: els.model.value, detail: {} }, loaded: state.loaded, lost: state.lost });
     const body = { model: els.model.value, device: els.device.value, dtype: els.dtype.value };
     if (adapters.has(els.model.value)) body.merge = els.merge.checked;
     api("/api/load", body).then(({ res, data }) => {
-      if (!res.ok && !data.job) render({ job: null, loaded: state.loaded });
+      if (!res.ok && !data.job) render({ job: null, loaded: state.loaded, lost: state.lost });
       socket && socket.readyState === 1 && socket.send(JSON.stringify({ type: "refresh" }));
     });
   });
@@ -286,7 +295,7 @@
       if (msg.type === "snapshot") {
         if (state.job && state.job.id === "pending" && !(msg.job && msg.job.active)) return; // our POST is still in flight
         if (isStale(msg.job)) return;
-        render({ job: msg.job, loaded: msg.loaded });
+        render({ job: msg.job, loaded: msg.loaded, lost: msg.lost });
       }
     };
     socket.onclose = () => {

@@ -78,10 +78,13 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **opts: Any) -> None:
         serving, IDENTITY.serving = IDENTITY.serving, False  # our model dies with us: never advertise it
         cancel = threading.Event()
-        started: list[bool] = []
+        # "" before the job, "creating" while its row is written, "started" after: a signal while
+        # the row is written is kept and cancels the job once it exists (never a row left queued;
+        # blocking the signal would not do: another thread of ours may receive it).
+        started: list[str] = [""]
 
         def on_signal(signum: int, frame: Any) -> None:
-            if not started:  # no job yet: nothing to record, leave at once (the host with us)
+            if started[0] == "":  # no job yet: nothing to record, leave at once (the host with us)
                 launch.quit_now()
             cancel.set()  # our own job: the signal is the cancel, no need to go through the row
 
@@ -101,7 +104,7 @@ class Command(BaseCommand):
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
-    def _handle(self, opts: dict[str, Any], cancel: threading.Event, started: list[bool]) -> None:
+    def _handle(self, opts: dict[str, Any], cancel: threading.Event, started: list[str]) -> None:
         if opts["list"]:
             for info in describe_all():
                 extra = [f"step {info['step']}"] if info["step"] is not None else []
@@ -128,20 +131,21 @@ class Command(BaseCommand):
         if (active := job_active()) is not None:  # refuse at once, before the slow imports
             raise CommandError(here(services.JobBusy(active).message), returncode=2)
         MODEL_HOST.start()  # (manage.py has spawned it already: it imports while we get here)
-        # Signals wait while the job is created: either no row exists (we exit 130 before it) or
-        # the row exists and the signal cancels it (recorded) — never a row left queued.
-        blocked = {signal.SIGINT, signal.SIGTERM}
-        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        started[0] = "creating"
         try:
             job = services.job_start(
                 model_name=name, model_path=str(path), device=opts["device"], dtype=opts["dtype"], source="cli",
                 lang=opts["lang"], merge=opts["merge"],
             )  # fmt: skip
-            started.append(True)  # from here a signal cancels the job, it no longer exits
+            started[0] = "started"  # from here a signal cancels the job, it no longer exits
         except services.JobBusy as busy:
+            started[0] = ""
+            if cancel.is_set():
+                launch.quit_now()
             raise CommandError(here(busy.message), returncode=2) from None
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+        except BaseException:
+            started[0] = ""
+            raise
         launch.stop_ticker()
         bars = Bars(sys.stderr)
         try:
