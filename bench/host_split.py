@@ -99,10 +99,10 @@ def wire_latency(path: Path) -> None:
     lags: list[float] = []
     original = host._deliver
 
-    def deliver(process: object, message: dict[str, object]) -> None:
+    def deliver(process: object, message: dict[str, object], nbytes: int) -> None:
         if message.get("t") == "event" and isinstance(message.get("sent_at"), float):
             lags.append(time.time() - message["sent_at"])  # type: ignore[operator]
-        original(process, message)  # type: ignore[arg-type]
+        original(process, message, nbytes)  # type: ignore[arg-type]
 
     host._deliver = deliver  # type: ignore[method-assign]
     spec = {"path": str(path), "device": "cpu", "dtype": "auto", "name": path.name, "read_limit_bps": 400e6}
@@ -161,17 +161,24 @@ def main() -> None:
               f"{(max(peak) - idle) / 1e9:.2f} GB = {(max(peak) - idle) / size:.3f}x the checkpoint")  # fmt: skip
         api.call("POST", "/api/unload")
 
+        def status_latency() -> list[float]:
+            lat = []
+            for _ in range(200):
+                t0 = time.perf_counter()
+                assert api.call("GET", "/api/status")[0] == 200
+                lat.append(1000 * (time.perf_counter() - t0))
+            return lat
+
+        idle_lat = status_latency()
+        print(f"  GET /api/status, idle server (same run): p50 {statistics.median(idle_lat):.1f} ms, "
+              f"p99 {pct(idle_lat, 0.99):.1f} ms (n=200)")  # fmt: skip
         status, body = api.call("POST", "/api/load", {"model": "regex-hog", "device": "cpu"})
         assert status == 202, body
         hog = host_of(web.pid)
         assert hog is not None
         while hog.cpu_percent(0.2) < 50:
             pass
-        lat = []
-        for _ in range(200):
-            t0 = time.perf_counter()
-            assert api.call("GET", "/api/status")[0] == 200
-            lat.append(1000 * (time.perf_counter() - t0))
+        lat = status_latency()
         print(f"  GET /api/status while the host is stuck in a regex: p50 {statistics.median(lat):.1f} ms, "
               f"p99 {pct(lat, 0.99):.1f} ms (n=200)")  # fmt: skip
         hog_rss = hog.memory_info().rss

@@ -71,11 +71,11 @@ class LiveServer:
         A load clicked earlier reads its weights while the imports run, so its weights stage is
         short; tests that watch a long weights stage start after this.
         """
-        from loader.web.startup import IMPORTS_READY
+        from loader.host.supervisor import READY_LINE
 
         path = Path(self.log.name)
         deadline = time.monotonic() + timeout
-        while IMPORTS_READY not in path.read_text(errors="replace"):
+        while READY_LINE not in path.read_text(errors="replace"):
             if time.monotonic() > deadline or (self.proc and self.proc.poll() is not None):
                 raise TimeoutError(f"server on port {self.port} never finished its imports (see {path})")
             time.sleep(0.1)

@@ -33,6 +33,7 @@ RECYCLE_SHARE, RECYCLE_BYTES = 0.10, 200_000_000
 MAILBOX_MAX = 10_000  # frames waiting for the job thread; past this the host is flooding us
 MAILBOX_BYTES = 32 << 20
 REPLY_TIMEOUT_S = 30.0
+READY_LINE = "model host ready in"  # the server's log line operators (and the test harness) wait for
 FINAL = ("loaded", "failed", "cancelled")
 # Every host is spawned from this one long-lived thread: Linux's PR_SET_PDEATHSIG (the host dies
 # with its parent) fires when the spawning *thread* ends, and a start-up thread ends at once.
@@ -174,14 +175,16 @@ class _Process:
                         self.replies.put(message)
                 elif kind not in ("hello", "noop"):
                     self.owner._deliver(self, message, nbytes)
-        except protocol.Closed:
+        except (protocol.Closed, OSError):  # it exited, was killed, or reset the connection
             pass
-        except Exception as exc:  # garbage, a frame of the wrong shape, a broken socket
-            log.error("model host %s sent garbage, killing it: %s", self.pid, exc)
-            self.killed_for = self.killed_for or "garbage"
-            self.owner._deliver(self, {"t": "garbage", "detail": str(exc)[:2000]}, 0)
+        except Exception as exc:  # garbage, a frame of the wrong shape, a callback that failed
             with contextlib.suppress(OSError):
-                self.proc.kill()
+                self.proc.kill()  # first: whatever happens next, wait() below must not wait on a live host
+            if not self.killed_for:
+                log.error("model host %s sent garbage, killing it: %s", self.pid, exc)
+                self.killed_for = "garbage"
+                with contextlib.suppress(Exception):
+                    self.owner._deliver(self, {"t": "garbage", "detail": str(exc)[:2000]}, 0)
         finally:
             self.returncode = self.proc.wait()
             self.sock.close()

@@ -22,6 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from loader.host.supervisor import READY_LINE
 from loader.jobs.publisher import publisher
 from loader.web.terminal import terminal
 
@@ -30,7 +31,6 @@ _started_on: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
 
 
-IMPORTS_READY = "model host ready in"  # the log line operators (and the test harness) wait for
 
 
 def raise_open_file_limit() -> None:
@@ -129,4 +129,4 @@ def _start_host() -> None:
     started = time.monotonic()
     process = MODEL_HOST.start()
     if process.ready.wait(600):
-        log.info("%s %.1f s (pid %s; torch, transformers)", IMPORTS_READY, time.monotonic() - started, process.pid)
+        log.info("%s %.1f s (pid %s; torch, transformers)", READY_LINE, time.monotonic() - started, process.pid)
