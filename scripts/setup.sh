@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+if [ "$(uname -s)" = "Darwin" ] && [ "$(uname -m)" != "arm64" ]; then
+  # PyTorch ships no Intel-Mac (x86-64 macOS) wheels after 2.2.2; MACtuner needs 2.5+ and MPS.
+  echo "MACtuner needs a Mac with Apple Silicon (M1 or newer): PyTorch has no current builds for Intel Macs." >&2
+  exit 1
+fi
 TORCH_VERSION=${MACTUNER_TORCH_VERSION:-2.13.0}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)

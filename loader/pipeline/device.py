@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import platform
 import sys
 from typing import Any
 
@@ -28,9 +29,35 @@ def validate_options(device: str, dtype: str) -> None:
         )
 
 
+MPS_MIN_MACOS = (14, 0)  # current torch builds MPS for macOS 14+; bf16 on MPS needs 14 too
+
+
 def _mps_available(torch: Any) -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend and backend.is_available())
+
+
+def macos_version() -> tuple[int, int] | None:
+    """(major, minor) on macOS, None elsewhere."""
+    if sys.platform != "darwin":
+        return None
+    parts = (platform.mac_ver()[0] or "0").split(".")
+    return int(parts[0]) if parts[0].isdigit() else 0, int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def mps_missing_reason() -> Any:
+    """Why MPS is not there, in words a Mac user can act on (None when nothing specific is known)."""
+    version = macos_version()
+    if version is None:
+        return None
+    if platform.machine() != "arm64":
+        return gettext_noop("이 Mac은 Intel Mac입니다. MPS 가속은 Apple Silicon(M1 이상)에서만 지원합니다.")
+    if version < MPS_MIN_MACOS:
+        return gettext_noop(
+            "이 Mac의 macOS {found}에서는 PyTorch의 MPS를 쓸 수 없습니다(macOS 14 이상 필요). 'cpu'를 선택하세요.",
+            found=f"{version[0]}.{version[1]}",
+        )
+    return None
 
 
 def resolve_device(requested: str) -> str:
@@ -43,9 +70,10 @@ def resolve_device(requested: str) -> str:
             return "cuda"
         return "cpu"
     if requested == "mps" and not _mps_available(torch):
+        reason = mps_missing_reason()
         raise DeviceUnavailable(
-            gettext_noop("MPS(Apple GPU)를 사용할 수 없습니다. 'auto' 또는 'cpu'를 선택하세요."),
-            "torch.backends.mps.is_available() is False",
+            reason or gettext_noop("MPS(Apple GPU)를 사용할 수 없습니다. 'auto' 또는 'cpu'를 선택하세요."),
+            f"torch.backends.mps.is_available() is False (macOS {platform.mac_ver()[0] or '-'})",
         )
     if requested == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailable(
@@ -83,8 +111,15 @@ def available_bytes(device: str) -> int:
         free, _total = torch.cuda.mem_get_info()
         return int(free)
     if device == "mps":
+        # Metal's share of RAM knows nothing of the browser and the IDE in the same unified memory
+        # (and torch's hard limit is 1.7x it: past the share it swaps instead of failing), so the
+        # system's available memory bounds it too.
         limit = int(torch.mps.recommended_max_memory())
-        return max(limit - int(torch.mps.driver_allocated_memory()), 0)
+        return min(max(limit - int(torch.mps.driver_allocated_memory()), 0), _system_available())
+    return _system_available()
+
+
+def _system_available() -> int:
     try:
         import psutil
 
@@ -95,6 +130,42 @@ def available_bytes(device: str) -> int:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def mps_dtype(requested: str, planned: str, config_dtype: Any) -> tuple[str, Any]:
+    """The dtype an MPS load uses and, when it is not what was asked for, why (a message).
+
+    MPS holds no float64 (``auto`` over a float64 config loads float32, and says so) and, before
+    macOS 14, no bfloat16 (asked for: refused; from ``auto``: float32, said so).
+    """
+    old_macos = (macos_version() or MPS_MIN_MACOS) < MPS_MIN_MACOS
+    if requested == "bfloat16" and old_macos:
+        raise InvalidOption(
+            gettext_noop(
+                "이 macOS에서는 MPS가 bfloat16을 지원하지 않습니다(macOS 14 이상 필요). float16이나 float32를 선택하세요."
+            ),
+            "bfloat16 on MPS before macOS 14",
+        )
+    if requested != "auto":
+        return requested, None
+    if str(config_dtype) == "float64":
+        return "float32", gettext_noop("MPS는 float64를 지원하지 않아 float32로 불러왔습니다.")
+    if planned == "bfloat16" and old_macos:
+        return "float32", gettext_noop("이 macOS의 MPS는 bfloat16을 지원하지 않아 float32로 불러왔습니다.")
+    return planned, None
+
+
+def after_load(device: str) -> None:
+    """Conversion temporaries must not stay counted as used: the next fit check reads the driver."""
+    if device not in ("cuda", "mps"):
+        return
+    import torch
+
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    elif _mps_available(torch):
+        torch.mps.synchronize()
+        torch.mps.empty_cache()
 
 
 def release_memory(collect: bool = True) -> None:

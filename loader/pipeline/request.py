@@ -29,6 +29,8 @@ class LoadRequest:
     # When the user asked (wall clock; the job row's creation): timings then say how long the
     # request waited for its thread ("queued") and for the first weights byte ("first_byte").
     requested_at: float = 0.0
+    # What the load changed from what was asked, and why ({text, template, params}): the metadata says it.
+    notes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def display_name(self) -> str:

@@ -7,17 +7,20 @@ model they already have.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
+import traceback
 import weakref
 from typing import Any
 
 from loader.pipeline import device as devices
 from loader.pipeline.errors import DoesNotFit, LoadCancelled, LoaderBusy, LoadError
 from loader.pipeline.events import EventCallback
-from loader.pipeline.i18n import gettext_noop
+from loader.pipeline.i18n import gettext_noop, parts
 from loader.pipeline.inspect.checkpoint import CheckpointInfo
 from loader.pipeline.inspect.formats import SAFETENSORS, detect
+from loader.pipeline.inspect.skeleton import target_dtype
 from loader.pipeline.preflight import preflight, warm_imports
 from loader.pipeline.request import LoadedModel, LoadRequest
 from loader.pipeline.stages import Reporter, load_checkpoint
@@ -34,6 +37,32 @@ def _drop_tracebacks(error: BaseException | None) -> None:
         seen.add(id(error))
         error.__traceback__ = None
         error = error.__cause__ or error.__context__
+
+
+class UnexpectedFailure(Exception):
+    """An untyped error of the load, kept as its traceback text after the frames were dropped."""
+
+
+def for_device(request: LoadRequest, info: CheckpointInfo) -> LoadRequest:
+    """What the target device can hold, decided before the fit check: MPS gets no float64 and, before
+    macOS 14, no bfloat16; ``auto`` on a Mac without MPS says why it is CPU. Notes go to metadata."""
+    target = devices.target_without_torch(request.device) or devices.resolve_device(request.device)
+    notes = list(request.notes)
+    if target == "cpu" and request.device == "auto" and (reason := devices.mps_missing_reason()) is not None:
+        notes.append(parts_of(reason))
+    if target == "mps":
+        planned = info.skeleton.dtype if info.skeleton is not None else target_dtype(request.dtype, info.config, info)
+        config_dtype = info.config.get("torch_dtype") or info.config.get("dtype")
+        dtype, note = devices.mps_dtype(request.dtype, planned, config_dtype)
+        if note is not None:
+            notes.append(parts_of(note))
+        request = dataclasses.replace(request, dtype=dtype)
+    return dataclasses.replace(request, notes=notes) if notes != list(request.notes) else request
+
+
+def parts_of(message: Any) -> dict[str, Any]:
+    template, params = parts(message)
+    return {"text": str(message), "template": template, "params": params}
 
 
 class ModelSlot:
@@ -85,19 +114,24 @@ class ModelSlot:
             info = preflight(request, on_inspected=inspected)
             if cancel.is_set():  # cancelled while checking: the loaded model stays
                 raise LoadCancelled()
+            request = for_device(request, info)
             self._check_fits(request, info, max_bytes)
             self._unload_locked()
-            failure: LoadError | None = None
+            failure: BaseException | None = None
             try:
                 loaded = load_checkpoint(request, on_event, cancel, info=info, rep=rep, early=early)
                 self._loaded = loaded
                 return loaded
-            except LoadError as exc:
+            except BaseException as exc:  # typed or not, a failed load gives its memory back
                 failure = exc
             # Out of the except block: the traceback's frames (which hold the half-loaded model)
             # are dropped before the caches are emptied, so a cancel really gives memory back.
+            untyped = isinstance(failure, Exception) and not isinstance(failure, LoadError)
+            detail = "".join(traceback.format_exception(failure)) if untyped else ""
             _drop_tracebacks(failure)
             devices.release_memory()
+            if untyped:  # its traceback kept as text for the job's record, its frames gone
+                raise UnexpectedFailure(detail) from None
             raise failure
         finally:
             early.close()  # reads begun for a load that was refused or failed before taking them

@@ -13,6 +13,7 @@ from typing import Any
 from loader.pipeline import device as devices
 from loader.pipeline.errors import (
     ConfigUnreadable,
+    DeviceUnavailable,
     LoadCancelled,
     LoadError,
     MissingPackage,
@@ -205,6 +206,8 @@ def _stages(
         rep.enter(Stage.METADATA)
         metadata = extract_metadata(model, tokenizer, config, info, target)
         metadata["engine"], metadata["engine_reason"], metadata["cache"] = choice.engine, choice.reason, detail.cache
+        if request.notes:
+            metadata["notes"] = list(request.notes)
         rep.report(1.0, force=True)
     # The slot frees what a failed load held (after dropping the traceback that pins it).
     except ImportError as exc:  # e.g. a quantized checkpoint whose backend is not installed
@@ -215,6 +218,12 @@ def _stages(
         raise OutOfMemory(
             gettext_noop("메모리가 부족합니다({target}). 더 작은 모델이나 dtype을 선택하세요.", target=target),
             repr(exc),
+        ) from exc
+    except TypeError as exc:
+        if target != "mps":
+            raise
+        raise DeviceUnavailable(  # e.g. a dtype the Metal backend has no kernel for
+            gettext_noop("MPS(Apple GPU)가 이 모델을 올릴 수 없습니다: {reason}", reason=str(exc)[:200]), repr(exc)
         ) from exc
     except RecursionError as exc:  # a JSON file transformers reads (generation_config.json) nested absurdly
         raise ConfigUnreadable(
@@ -231,6 +240,7 @@ def _stages(
             gettext_noop("모델 가중치를 불러오지 못했습니다: {name}", name=request.path.name), text
         ) from exc
 
+    devices.after_load(target)  # before the 100 %: temporaries freed, the device's copies finished
     rep.enter(Stage.DONE, emit=False)
     rep.timings["total"] = round(time.monotonic() - started, 4)
     metadata["timings"] = dict(rep.timings)

@@ -31,8 +31,6 @@ _started_on: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
 
 
-
-
 def raise_open_file_limit() -> None:
     """Many viewers and slow clients each hold a descriptor; macOS starts at 256."""
     try:

@@ -25,6 +25,7 @@ from loader.pipeline.events import WeightsDetail
 from loader.pipeline.i18n import gettext_noop
 from loader.pipeline.inspect.checkpoint import CheckpointInfo
 from loader.pipeline.weights import pagecache
+from loader.pipeline.weights.tensor_loop import serial_tensor_loop
 
 CHUNK_BYTES = 32 * 1024 * 1024
 
@@ -170,10 +171,11 @@ def load_observed(
         # On an accelerator transformers copies each tensor straight to the device inside the
         # observed loop (on MPS through safetensors' pread backend), so pass 1 carries the progress;
         # on CPU the tensors stay memory-mapped until paged in.
-        model = model_cls.from_pretrained(
-            str(request.path), dtype=dtype_arg, trust_remote_code=request.allow_remote_code,
-            device_map=None if target == "cpu" else target,
-        )  # fmt: skip
+        with serial_tensor_loop(serial=target == "mps"):  # transformers #48029: MPS + the pool crash
+            model = model_cls.from_pretrained(
+                str(request.path), dtype=dtype_arg, trust_remote_code=request.allow_remote_code,
+                device_map=None if target == "cpu" else target,
+            )  # fmt: skip
     finally:
         set_hook(previous)
     tracker.finish_pass1()

@@ -7,8 +7,6 @@ waits for the last byte. On CUDA the GPU buffers are complete before transformer
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,8 +20,8 @@ from loader.pipeline.inspect.checkpoint import CheckpointInfo
 from loader.pipeline.weights.cpu_stream import CpuStream
 from loader.pipeline.weights.engine import STREAM, Choice, Shard, choose, converting, tensor_views
 from loader.pipeline.weights.stream import Stream
+from loader.pipeline.weights.tensor_loop import serial_tensor_loop
 
-ASYNC_SWITCH = "HF_DEACTIVATE_ASYNC_LOAD"
 BUILD_SHARE = 0.02  # of the weights stage: transformers' own per-tensor loop after the bytes
 
 
@@ -123,28 +121,6 @@ class StreamProgress:
             self.emit()
 
 
-@contextlib.contextmanager
-def _inline_tensor_loop(parallel: bool) -> Iterator[None]:
-    """Run transformers' per-tensor loop inline unless its pool has real work to share.
-
-    ``from_pretrained`` hands every tensor to a 4-thread pool whose job is to read it from its
-    file and convert it. Ours are already read (CPU: mapped and paged in by the stream; CUDA: on
-    the device), so with a matching dtype each job is a no-op, and 900 submissions cost only GIL
-    hand-offs between five threads (hot 1 GB on 2 cores: median 55 → 43 ms; far worse beside a
-    busy server). A CPU dtype conversion keeps the pool: its jobs read and convert pages in
-    parallel. ``HF_DEACTIVATE_ASYNC_LOAD`` is transformers' own switch, read per call; one load
-    runs at a time per process (the slot's lock), and a value the user set is left alone.
-    """
-    if parallel or ASYNC_SWITCH in os.environ:
-        yield
-        return
-    os.environ[ASYNC_SWITCH] = "1"
-    try:
-        yield
-    finally:
-        os.environ.pop(ASYNC_SWITCH, None)
-
-
 def load_streamed(
     stream: Stream, progress: StreamProgress, model_cls: Any, config: Any, dtype_arg: Any, target: str,
     path: Path, cancel: threading.Event, set_hook: Callable[[Any], Any], converting: bool,
@@ -163,7 +139,7 @@ def load_streamed(
 
     previous = set_hook(hook)
     try:
-        with _inline_tensor_loop(parallel=target == "cpu" and converting):
+        with serial_tensor_loop(serial=not (target == "cpu" and converting)):
             model = model_cls.from_pretrained(
                 None, config=config, state_dict=state_dict, dtype=dtype_arg,
                 device_map=None if target == "cpu" else {"": target},
