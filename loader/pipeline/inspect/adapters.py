@@ -11,10 +11,11 @@ weights stage then loads the base as usual and ``adapter_weights`` injects the a
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import regex
 
 from loader.pipeline.errors import (
     AdapterBaseMissing,
@@ -163,13 +164,27 @@ def preflight_adapter(request: LoadRequest, base_preflight: Any) -> CheckpointIn
     return info
 
 
+PATTERN_TIMEOUT_S = 0.05  # per module name; a real target pattern matches in microseconds
+
+
 def _targeted(module: str, targets: Any) -> bool:
     if targets is None or targets == "all-linear":
         return True
     if isinstance(targets, str):
         try:
-            return re.fullmatch(targets, module) is not None
-        except re.error:
+            # ``regex`` (transformers' own dependency) can stop a match: a catastrophic pattern
+            # ("(.*.*.*.*)*XYZ") would otherwise hold the host's GIL for hours, here and in peft.
+            return regex.fullmatch(targets, module, timeout=PATTERN_TIMEOUT_S) is not None
+        except TimeoutError:
+            raise AdapterMismatch(
+                gettext_noop(
+                    "어댑터 설정의 target_modules 정규식이 너무 복잡해 검사할 수 없습니다(모듈 이름 하나에 {ms}ms 초과). "
+                    "모듈 이름 목록이나 단순한 패턴으로 바꾸세요.",
+                    ms=int(PATTERN_TIMEOUT_S * 1000),
+                ),
+                f"target_modules pattern {targets[:200]!r} timed out on {module!r}",
+            ) from None
+        except regex.error:
             return True  # peft reports a bad pattern itself
     if isinstance(targets, list):
         return any(module == t or module.endswith(f".{t}") for t in targets if isinstance(t, str))
