@@ -202,3 +202,22 @@ def test_loadmodel_merges_an_adapter_and_lists_steps_and_problems(tuned_root: Pa
     missing = subprocess.run([PYTHON, "manage.py", "loadmodel", "lora-missing"], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=120)  # fmt: skip
     assert missing.returncode == 1 and "nobody/missing-model" in missing.stderr
+
+
+def test_a_target_pattern_is_handed_to_peft_as_the_names_it_matches(tuned_root: Path, tmp_path: Path) -> None:
+    """peft matches a string ``target_modules`` with ``re``, unbounded; ours (``regex`` with a timeout)
+    chooses the modules and peft gets their names: the same adapter, no unbounded match in the host."""
+    import torch
+
+    folder = tmp_path / "lora-pattern"
+    shutil.copytree(tuned_root / "models/lora", folder)
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    cfg["target_modules"] = r".*\.(q_proj|v_proj)"
+    (folder / "adapter_config.json").write_text(json.dumps(cfg))
+    listed = load_in_process(tuned_root / "models/lora", dtype="float32")
+    patterned = load_in_process(folder, dtype="float32")
+    tokens = listed.tokenizer("hello world", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(listed.model(**tokens).logits, patterned.model(**tokens).logits)
+    targets = patterned.model.peft_config["default"].target_modules
+    assert targets and all(name.endswith(("q_proj", "v_proj")) for name in targets)

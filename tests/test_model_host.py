@@ -113,8 +113,9 @@ def test_a_catastrophic_target_pattern_is_refused_in_the_preflight(live_server_f
     api = Api(server)
     assert api.call("POST", "/api/load", {"model": "regex-hog", "device": "cpu"})[0] == 202
     job = api.wait_idle(timeout=120)["job"]
+    # The bounded matcher finds that the pattern targets none of the adapter's modules: a typed refusal,
+    # in the preflight, before anything is unloaded (and peft never matches a pattern unbounded).
     assert job["state"] == "failed" and job["error"]["code"] == "adapter_mismatch", job
-    assert "target_modules" in job["error"]["text"]["ko"] and "target_modules" in job["error"]["text"]["en"]
     assert api.call("POST", "/api/load", {"model": "tiny", "device": "cpu"})[0] == 202
     assert api.wait_idle(timeout=120)["job"]["state"] == "succeeded"
 

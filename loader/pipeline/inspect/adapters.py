@@ -167,7 +167,7 @@ def preflight_adapter(request: LoadRequest, base_preflight: Any) -> CheckpointIn
 PATTERN_TIMEOUT_S = 0.05  # per module name; a real target pattern matches in microseconds
 
 
-def _targeted(module: str, targets: Any) -> bool:
+def targeted(module: str, targets: Any) -> bool:
     if targets is None or targets == "all-linear":
         return True
     if isinstance(targets, str):
@@ -204,7 +204,7 @@ def check_names(config: dict[str, Any], tensors: dict[str, TensorInfo], base: di
         module, rest = ".".join(parts[:cut]), ".".join(parts[cut:])
         shape = modules[module]
         if rest.startswith(("lora_", "hada_", "lokr_", "ia3_", "oft_", "boft_", "vera_")):
-            if not _targeted(module, config.get("target_modules")):
+            if not targeted(module, config.get("target_modules")):
                 untargeted.append(key)
             elif (
                 len(shape) == 2

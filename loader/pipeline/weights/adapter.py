@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from loader.pipeline.errors import AdapterMismatch, LoadCancelled
 from loader.pipeline.events import WeightsDetail
 from loader.pipeline.i18n import gettext_noop
-from loader.pipeline.inspect.adapters import SHOWN, AdapterInfo
+from loader.pipeline.inspect.adapters import SHOWN, AdapterInfo, targeted
 from loader.pipeline.inspect.checkpoint import CheckpointInfo
 
 
@@ -62,6 +62,12 @@ def attach_adapter(model: Any, info: CheckpointInfo, rep: Reporter, cancel: thre
     try:
         peft_config = PEFT_TYPE_TO_CONFIG_MAPPING[adapter.config["peft_type"]].from_pretrained(str(adapter.path))
         peft_config.inference_mode = True
+        if isinstance(peft_config.target_modules, str) and peft_config.target_modules != "all-linear":
+            # peft would match the pattern with ``re``, unbounded: hand it the names our bounded match chose.
+            pattern = peft_config.target_modules
+            peft_config.target_modules = {
+                name for name, _m in model.named_modules() if name and targeted(name, pattern)
+            }
         cls = MODEL_TYPE_TO_PEFT_MODEL_MAPPING.get(str(peft_config.task_type), PeftModel)
         wrapped = cls(model, peft_config, adapter_name="default")
         result = set_peft_model_state_dict(wrapped, _read_tensors(adapter, on_bytes, cancel), adapter_name="default")
