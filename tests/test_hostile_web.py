@@ -123,3 +123,40 @@ def test_unreadable_folder_is_listed_with_its_problem(client: Client, hostile_ro
         assert models["arch-five"]["problem"]
     finally:
         (hostile_root / "arch-five").chmod(0o755)
+
+
+def _strict(text: str) -> object:
+    """What a browser's ``JSON.parse`` accepts: no NaN or Infinity."""
+
+    def refuse(name: str) -> object:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_non_finite_number_in_a_checkpoint_never_breaks_the_list_and_is_a_typed_refusal(
+    client: Client, hostile_root: Path, models_root: Path
+) -> None:
+    from mactuner_dev import layouts
+
+    layouts.write_lora(hostile_root / "nan-lora", models_root / "tiny", "good", seed=3)
+    adapter = hostile_root / "nan-lora" / "adapter_config.json"
+    adapter.write_text(json.dumps({**json.loads(adapter.read_text()), "lora_alpha": float("nan")}))  # Python writes NaN
+    shutil.copytree(models_root / "tiny", hostile_root / "inf-config")
+    config = json.loads((hostile_root / "good" / "config.json").read_text())
+    _config(hostile_root / "inf-config", json.dumps({**config, "rope_theta": float("inf")}))
+    listed = _strict(client.get("/api/models").content.decode())
+    models = {m["name"]: m for m in listed["models"]}  # type: ignore[index]
+    assert models["good"]["problem"] is None
+    assert models["nan-lora"]["problem"] and models["inf-config"]["problem"], "listed, with the problem said"
+    for name in ("nan-lora", "inf-config"):
+        res = client.post("/api/load", data={"model": name}, content_type="application/json")
+        if res.status_code == 202:
+            job = wait_finished(res.json()["job"]["id"], timeout=90)
+            assert job.state == "failed" and job.error_code == "config_unreadable", (name, job.error_code)
+            assert "non-finite" in job.error_detail
+        else:
+            assert res.status_code == 400, (name, res.content)
+        _strict(client.get("/api/status").content.decode())
+    res = client.post("/api/load", data={"model": "good"}, content_type="application/json")
+    assert wait_finished(res.json()["job"]["id"], timeout=90).state == "succeeded"

@@ -102,6 +102,12 @@ def read_bytes(file: Path, root: Path, cap: int) -> bytes:
     return data
 
 
+def _non_finite(name: str) -> Any:
+    """NaN and Infinity are not JSON: Python's parser takes them, every strict client (a browser's
+    ``JSON.parse``, PostgreSQL's jsonb) refuses them, so one such value would break every page."""
+    raise JsonUnreadable(f"a non-finite number ({name}) is not JSON")
+
+
 def parse_json(data: bytes) -> Any:
     """``json.loads`` with every failure as ``JsonUnreadable`` (deep nesting included)."""
     try:
@@ -109,7 +115,9 @@ def parse_json(data: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise JsonUnreadable(f"not UTF-8 text (at byte {exc.start})") from None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_non_finite)
+    except JsonUnreadable:
+        raise
     except RecursionError:
         raise JsonUnreadable("JSON nested too deeply") from None
     except ValueError as exc:
