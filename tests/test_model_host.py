@@ -160,3 +160,24 @@ def test_unload_keeps_a_warm_host(client: Client) -> None:
     assert client.post("/api/unload").json()["unloaded"] is True
     assert MODEL_HOST.pid == host and MODEL_HOST.ready, "imports done, nothing to reload"
     assert client.get("/api/status").json()["loaded"] is None
+
+
+def test_an_announced_huge_body_is_refused_at_once_from_its_header(live_server_factory: Any) -> None:
+    """Content-Length: 99,999,999,999 with two bytes sent: 413 before the rest (which never comes)."""
+    import socket
+
+    server = live_server_factory()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(
+            b"POST /api/load HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Accept-Language: en\r\nContent-Length: 99999999999\r\n\r\n{}"
+        )
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = sock.recv(4096)  # the socket's timeout, not a clock in the test, bounds the wait
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert b"Request body" in reply or b"too large" in reply.lower(), reply
+    assert Api(server).call("GET", "/api/status")[0] == 200

@@ -29,6 +29,7 @@ against a live daphne.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -199,6 +200,42 @@ def _watch_headers(wrapper: Any, channel: Any, reactor: Any) -> None:
     reactor.callLater(HEADER_TIMEOUT_S, check, 0)
 
 
+def _refuse_oversized_bodies() -> None:
+    """A request whose ``Content-Length`` is over Django's limit is answered 413 from its headers.
+
+    Twisted reads the whole body before daphne calls the application, so a client announcing
+    100 GB and sending two bytes would hold its request until the timeouts, and Django's own 413
+    would come only after a body that never arrives. ``Request.gotLength`` is Twisted's hook for
+    the announced length, called once the headers are in.
+    """
+    from daphne.http_protocol import WebRequest
+    from django.conf import settings
+    from django.utils import translation
+
+    from loader.jobs.i18n import here
+    from loader.pipeline.i18n import gettext_noop
+
+    got_length = WebRequest.gotLength
+
+    def gotLength(self: Any, length: int | None) -> None:  # noqa: N802 - Twisted's name
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if length is not None and limit and length > limit:
+            accept = (self.requestHeaders.getRawHeaders(b"accept-language") or [b""])[0]
+            with translation.override("en" if accept.strip().lower().startswith(b"en") else "ko"):
+                body = json.dumps(
+                    {"error": here(gettext_noop("요청 본문이 너무 큽니다."))}, ensure_ascii=False
+                ).encode()
+            self.channel.transport.write(
+                b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\n"
+                b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
+            self.channel.transport.loseConnection()
+            log.info("refused a %d-byte body from its Content-Length (limit %d)", length, limit)
+        got_length(self, length)
+
+    WebRequest.gotLength = gotLength
+
+
 def install() -> None:
     """Called when the ASGI module is imported under daphne, before its server is built."""
     global _installed
@@ -208,7 +245,7 @@ def install() -> None:
     from loader.web.startup import raise_open_file_limit
 
     raise_open_file_limit()
-    for guard in (_guard_websocket_output, _guard_header_time, _expose_websocket):
+    for guard in (_guard_websocket_output, _guard_header_time, _expose_websocket, _refuse_oversized_bodies):
         try:
             guard()
         except Exception:
