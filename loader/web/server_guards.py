@@ -15,6 +15,8 @@ connection may take to send its request headers.
   websocket are not timed (Twisted pauses its idle timer for both; this check skips them).
   ``daphne --http-timeout`` does not cover this: it times the application's answer, which only
   starts once the headers are in.
+- **An announced oversized body.** A ``Content-Length`` over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is
+  answered 413 from the headers (Twisted reads a whole body before daphne calls the app).
 - The open-file limit is raised to what the OS allows before daphne accepts anyone.
 - **Broadcast.** A websocket scope carries its daphne connection (a weak reference under
   ``scope["extensions"]["mactuner.websocket"]``), so the relay frames a snapshot once
