@@ -117,7 +117,6 @@ class _Process:
     def __init__(self, owner: Host) -> None:
         parent, child = socket.socketpair()
         self.oom_before = deaths.oom_kills()
-        self.started = time.monotonic()
         try:
             self.proc = _SPAWNER.submit(
                 subprocess.Popen,
@@ -133,7 +132,6 @@ class _Process:
             child.close()
         self.sock, self.owner = parent, owner
         self.ready = threading.Event()
-        self.ready_s = 0.0
         self.fresh_rss = 0
         self.dead = threading.Event()
         self.killed_for = ""
@@ -167,7 +165,6 @@ class _Process:
                     raise protocol.ProtocolError(f"a frame of an unknown shape: {str(message)[:200]}")
                 kind = message.get("t")
                 if kind == "ready":
-                    self.ready_s = time.monotonic() - self.started
                     self.fresh_rss = int(message.get("rss") or 0)
                     self.ready.set()
                 elif kind == "unloaded":
