@@ -159,6 +159,11 @@ MACTUNER_MODELS_DIR = Path(os.environ.get("MACTUNER_MODELS_DIR", BASE_DIR / "mod
 MACTUNER_HF_CACHE = Path(
     os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
 )
+# More folders where an adapter's base may live (given as an absolute path in its
+# adapter_config.json). The web reads only inside its roots; the terminal may name any path.
+MACTUNER_BASE_DIRS = [
+    Path(p).resolve() for p in os.environ.get("MACTUNER_BASE_DIRS", "").split(os.pathsep) if p.strip()
+]
 MACTUNER_STALL_SECONDS = float(os.environ.get("MACTUNER_STALL_SECONDS", "120"))
 MACTUNER_TRUST_REMOTE_CODE = env_bool("MACTUNER_TRUST_REMOTE_CODE")
 # A cancelled load that has not stopped after this long (a regex or a read stuck in native code)

@@ -48,7 +48,10 @@ def test_every_listed_model_is_found_as_listed(layout: Path) -> None:
         "run/checkpoint-10",
         "trainer/checkpoint-5",
         "lone.gguf",
+        "deep",  # listed with why it is not offered: no config.json here or one level down
+        "empty",
     }
+    assert {e.name for e in listed if e.problem} == {"deep", "empty"}
     for entry in listed:
         assert catalog.find_model(entry.name) == entry
 
@@ -56,7 +59,7 @@ def test_every_listed_model_is_found_as_listed(layout: Path) -> None:
 @pytest.mark.parametrize(
     "name",
     ["", "/", "org", "org/", "/plain", "plain/", "Plain", "..", "../plain", "org/name/x", ".hidden", "org/.hidden",
-     "run/other", "escape", "org/escape", "notes.txt", "empty", "deep/a", "deep/a/b", "a\x00b", "x" * 5000,
+     "run/other", "escape", "org/escape", "notes.txt", "deep/a", "deep/a/b", "a\x00b", "x" * 5000,
      "plain/../plain", "./plain", "org//name"],
 )  # fmt: skip
 def test_names_the_list_does_not_offer_are_not_found(layout: Path, name: str) -> None:

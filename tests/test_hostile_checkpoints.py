@@ -151,16 +151,6 @@ def _drop_first_tensor(path: Path, _outside: Path) -> None:
     (path / "model.safetensors.index.json").write_text(json.dumps(index))
 
 
-def _extra_tensor(path: Path, _outside: Path) -> None:
-    shard = _shards(path)[0]
-    header, data = _read_shard(shard)
-    header["model.surprise.weight"] = {"dtype": "F32", "shape": [2], "data_offsets": [len(data), len(data) + 8]}
-    _write_shard(shard, header, data + b"\0" * 8)
-    index = json.loads((path / "model.safetensors.index.json").read_text())
-    index["weight_map"]["model.surprise.weight"] = shard.name
-    (path / "model.safetensors.index.json").write_text(json.dumps(index))
-
-
 def _duplicate_across_shards(path: Path, _outside: Path) -> None:
     first, second = _shards(path)[:2]
     h1, _ = _read_shard(first)
@@ -256,7 +246,6 @@ CASES: dict[str, tuple[Damage, str]] = {
     "every tensor renamed": (_rename_all, "weights_mismatch"),
     "header with no tensors": (_single_shard({}), "weights_mismatch"),
     "one weight missing": (_drop_first_tensor, "weights_mismatch"),
-    "one unexpected weight": (_extra_tensor, "weights_mismatch"),
     "a weight of another shape": (lambda p, o: _edit_config(p, intermediate_size=128), "weights_mismatch"),
     "the same tensor in two shards": (_duplicate_across_shards, "shard_corrupt"),
     # malformed headers

@@ -159,14 +159,14 @@ def test_hf_cache_snapshots_and_org_folders_are_offered(
     shutil.copytree(models_root / "tiny", snapshot)
     (cache / "models--acme--tiny-chat" / "refs").mkdir()
     (cache / "models--acme--tiny-chat" / "refs" / "main").write_text("abc123")
-    (cache / "models--broken--empty" / "snapshots").mkdir(parents=True)  # no snapshot: not offered
+    (cache / "models--broken--empty" / "snapshots").mkdir(parents=True)  # no snapshot: listed with why
     settings.MACTUNER_HF_CACHE = cache  # type: ignore[attr-defined]
     org = models_root / "zz-org"
     shutil.copytree(models_root / "tied", org / "tied-v2")
     try:
         names = {m["name"]: m for m in client.get("/api/models").json()["models"]}
         assert names["acme/tiny-chat"]["source"] == "hf-cache" and names["acme/tiny-chat"]["shards"] == 3
-        assert "zz-org/tied-v2" in names and "broken/empty" not in names
+        assert "zz-org/tied-v2" in names and names["broken/empty"]["problem"]
         status, body = post(client, "/api/load", {"model": "acme/tiny-chat"})
         assert status == 202 and wait_finished(body["job"]["id"]).state == "succeeded"
     finally:

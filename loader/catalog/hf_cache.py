@@ -3,14 +3,16 @@
 The library knows the layout (``models--org--name/{refs,snapshots,blobs}``, revisions, refs);
 we add the rules a cache written by someone else needs. ``scan_cache_dir`` opens every file under
 ``refs/`` to read it, and opening a FIFO blocks forever, so repos whose refs are not all small
-regular files are left out before the scan (the scan runs over a folder of links to the clean
-repos only). A ref must name a revision (not a path), the chosen snapshot must resolve inside its
+regular files are refused before the scan. The scan runs repo by repo (over a folder holding one
+link at a time): one repo the library cannot read (snapshots linking to each other) is listed
+with its problem and never hides the others. A ref must name a revision (not a path), the chosen snapshot must resolve inside its
 repo, and the snapshot is the one ``refs/main`` names, else the newest. The scan is cached for a
 few seconds (the page asks for the list on every load) and keyed by the folders' mtimes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -21,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loader.pipeline.i18n import gettext_noop
+
 if TYPE_CHECKING:
-    from huggingface_hub import CachedRevisionInfo
+    from huggingface_hub import CachedRevisionInfo, HFCacheInfo
 
 REF_CAP = 4096
 CACHE_S = 10.0
@@ -34,8 +38,9 @@ _cached: dict[str, tuple[float, tuple[object, ...], list[CachedModel]]] = {}
 @dataclass(frozen=True)
 class CachedModel:
     name: str  # "org/name"
-    snapshot: Path  # the real snapshot folder (inside the cache)
+    snapshot: Path  # the real snapshot folder (inside the cache); the repo folder when it has a problem
     revision: str
+    problem: str | None = None  # why this repo cannot be offered (a ``Msg``: said in each language)
 
 
 def inside(path: Path, root: Path) -> bool:
@@ -90,28 +95,62 @@ def _signature(cache: Path, repos: list[Path]) -> tuple[object, ...]:
     return tuple(marks)
 
 
+def _repo_id(repo: Path) -> str:
+    """``models--org--name`` → ``org/name``, as the library names it."""
+    return repo.name.removeprefix("models--").replace("--", "/")
+
+
+def _broken(repo: Path, why: str) -> CachedModel:
+    return CachedModel(_repo_id(repo), repo, "", problem=why)
+
+
 def _scan(cache: Path, repos: list[Path]) -> list[CachedModel]:
     from huggingface_hub import scan_cache_dir
 
-    clean = [r for r in repos if _refs_safe(r)]
-    if not clean:
-        return []
-    with tempfile.TemporaryDirectory(prefix="mactuner-hf-") as view:
-        for repo in clean:  # the scan sees only the clean repos (through links)
-            os.symlink(repo, Path(view) / repo.name)
-        info = scan_cache_dir(view)
     found = []
+    with tempfile.TemporaryDirectory(prefix="mactuner-hf-") as view:
+        for repo in repos:
+            if not _refs_safe(repo):
+                found.append(_broken(repo, gettext_noop("HF 캐시 저장소의 refs/에 일반 파일이 아닌 항목이 있습니다")))
+                continue
+            link = Path(view) / repo.name  # the library reads the repo's name from its folder
+            try:
+                os.symlink(repo, link)
+                info = scan_cache_dir(view)
+            except Exception as exc:  # a link cycle, an unreadable folder: this repo only
+                found.append(
+                    _broken(repo, gettext_noop("HF 캐시 저장소를 읽을 수 없습니다: {name}", name=type(exc).__name__))
+                )
+                continue
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(link)
+            found += _chosen(repo, info)
+    return sorted(found, key=lambda m: m.name)
+
+
+def _chosen(real_repo: Path, info: HFCacheInfo) -> list[CachedModel]:
+    """The repo's snapshot to offer, or why there is none."""
+    if info.warnings and not info.repos:
+        return [
+            _broken(
+                real_repo, gettext_noop("HF 캐시 저장소가 손상되었습니다: {value}", value=str(info.warnings[0])[:160])
+            )
+        ]
+    out = []
     for repo_info in info.repos:
         if repo_info.repo_type != "model":
             continue
-        real_repo = cache / repo_info.repo_path.name
         chosen = _choose(list(repo_info.revisions))
         if chosen is None or not _REVISION.fullmatch(chosen.commit_hash):
+            out.append(_broken(real_repo, gettext_noop("HF 캐시 저장소에 받은 스냅샷이 없습니다")))
             continue
         snapshot = real_repo / "snapshots" / chosen.commit_hash
         if snapshot.is_dir() and inside(snapshot, real_repo):
-            found.append(CachedModel(repo_info.repo_id, snapshot, chosen.commit_hash))
-    return sorted(found, key=lambda m: m.name)
+            out.append(CachedModel(repo_info.repo_id, snapshot, chosen.commit_hash))
+        else:
+            out.append(_broken(real_repo, gettext_noop("HF 캐시 스냅샷이 저장소 밖을 가리킵니다")))
+    return out
 
 
 def _choose(revisions: list[CachedRevisionInfo]) -> CachedRevisionInfo | None:
@@ -135,7 +174,7 @@ def cached_models(cache: Path) -> list[CachedModel]:
             return hit[2]
     try:
         models = _scan(cache, repos)
-    except Exception:  # a cache the library cannot read offers nothing, never breaks the list
+    except Exception:  # no temporary folder, no huggingface_hub: the cache offers nothing, the list stays
         models = []
     with _lock:
         _cached[key] = (now, signature, models)

@@ -29,6 +29,7 @@ from loader.pipeline.i18n import gettext_noop
 from loader.pipeline.inspect import formats
 from loader.pipeline.inspect.adapters import read_adapter_config, summary
 from loader.pipeline.inspect.safefs import CONFIG_CAP, JsonUnreadable, folder_root, read_json, resolve_inside
+from loader.pipeline.names import name_view
 from loader.pipeline.preflight import check_config_fields
 
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
@@ -50,12 +51,18 @@ class ModelEntry:
     name: str
     path: Path
     source: str  # "local" | "hf-cache"
+    problem: str | None = None  # known before describing: a folder with no model, a broken cache repo
 
     def describe(self, catalog: list[ModelEntry] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {
             "name": self.name, "source": self.source, "size_bytes": 0, "shards": 0, "architecture": None,
             "model_type": None, "problem": None, "format": None, "kind": "model", "step": None, "adapter": None,
         }  # fmt: skip
+        # What people read (deceptive characters as ⟨U+XXXX⟩, and why); "name" stays the key that loads.
+        out["display_name"], out["name_warning"] = name_view(self.name)
+        if self.problem is not None:
+            out["problem"] = self.problem
+            return out
         try:
             if (m := _CHECKPOINT.fullmatch(self.path.name)) is not None:
                 out["kind"], out["step"] = "checkpoint", _step(self.path, int(m.group(1)))
@@ -112,7 +119,7 @@ def _config(path: Path, root: Path) -> Any:
     except PermissionError:
         return gettext_noop("config.json을 읽을 수 없습니다(권한)")
     except (OSError, JsonUnreadable) as exc:
-        return gettext_noop("config.json을 읽을 수 없습니다: {value}", value=exc)[:200]
+        return gettext_noop("config.json을 읽을 수 없습니다: {value}", value=str(exc)[:160])
 
 
 def _describe_config(config: Any, out: dict[str, Any]) -> str | None:
@@ -139,6 +146,11 @@ def _describe_adapter(path: Path, root: Path, out: dict[str, Any], catalog: list
     out["adapter"] = summary(config)
     base = config.get("base_model_name_or_path")
     base_path = resolve_base(base, catalog) if isinstance(base, str) else None
+    if base_path is None and isinstance(base, str) and Path(base).is_absolute() and _is_dir(Path(base)):
+        return gettext_noop(
+            "기본 모델이 모델 폴더와 Hugging Face 캐시 밖에 있습니다: {str} (MACTUNER_BASE_DIRS로 추가할 수 있습니다)",
+            str=base[:200],
+        )
     if base_path is None:
         return gettext_noop("기본 모델을 찾을 수 없습니다: {str}", str=str(base)[:200])
     base_entry = next((e for e in (list_models() if catalog is None else catalog) if e.path == base_path), None)
@@ -191,19 +203,38 @@ def _entries_under(root: Path, child: Path, only: str | None = None) -> Iterator
     if model and only is None:
         yield ModelEntry(child.name, child, "local")
     grands = _children(child) if only is None else [child / only]
+    found = False
     for grand in grands:  # org/name layout, or a Trainer run's checkpoint-N folders
         if model and not _CHECKPOINT.fullmatch(grand.name):
             continue
         if _is_dir(grand) and inside(grand, root) and _is_model(grand, unreadable_counts=False):
+            found = True
             yield ModelEntry(f"{child.name}/{grand.name}", grand, "local")
+    if only is None and not model and not found:  # a folder the user put here for a reason: say why not
+        yield ModelEntry(child.name, child, "local", problem=_not_a_model(grands))
+
+
+def _not_a_model(children: list[Path]) -> str:
+    if not children:
+        return gettext_noop("빈 폴더입니다: 모델 파일(config.json과 가중치)이 없습니다")
+    return gettext_noop("모델 폴더가 아닙니다: config.json이 없고, 하위 폴더에도 모델이 없습니다")
 
 
 def _hf_cache_models(cache: Path) -> list[ModelEntry]:
     return [
-        ModelEntry(m.name, m.snapshot, "hf-cache")
+        ModelEntry(m.name, m.snapshot, "hf-cache", problem=m.problem or _cache_problem(m.snapshot))
         for m in cached_models(cache)
-        if os.path.lexists(m.snapshot / "config.json") or formats.offered(m.snapshot)
     ]
+
+
+def _cache_problem(snapshot: Path) -> str | None:
+    """A snapshot with no config.json (a tokenizer-only download) is listed with why."""
+    try:
+        if os.path.lexists(snapshot / "config.json") or formats.offered(snapshot):
+            return None
+    except OSError:
+        pass
+    return gettext_noop("이 스냅샷에는 config.json이 없습니다(토크나이저나 일부 파일만 받은 저장소)")
 
 
 def list_models() -> list[ModelEntry]:
@@ -246,16 +277,23 @@ def _by_name(name: str, catalog: list[ModelEntry] | None) -> ModelEntry | None:
     return None
 
 
-def resolve_base(name: str, catalog: list[ModelEntry] | None = None) -> Path | None:
+def base_roots() -> list[Path]:
+    """Where the web may read an adapter's base given as an absolute path."""
+    return [Path(settings.MACTUNER_MODELS_DIR), Path(settings.MACTUNER_HF_CACHE), *settings.MACTUNER_BASE_DIRS]
+
+
+def resolve_base(name: str, catalog: list[ModelEntry] | None = None, *, anywhere: bool = False) -> Path | None:
     """An adapter's base: a listed model by name (``org/name`` from the HF cache too), an absolute
-    folder, or the one listed model whose last name part matches (``org/Llama-3`` → ``Llama-3``)."""
+    folder inside the roots (anywhere: the terminal's own request), or the one listed model whose
+    last name part matches (``org/Llama-3`` → ``Llama-3``)."""
     entries = [e for e in (list_models() if catalog is None else catalog) if formats.detect(e.path) != formats.ADAPTER]
     for entry in entries:
         if entry.name == name:
             return entry.path
     path = Path(name)
     if path.is_absolute():
-        return path if _is_dir(path) else None
+        ok = _is_dir(path) and (anywhere or any(inside(path, root) for root in base_roots()))
+        return path if ok else None
     tail = name.rstrip("/").rsplit("/", 1)[-1]
     matches = [e for e in entries if e.name.rsplit("/", 1)[-1] == tail]
     return matches[0].path if len(matches) == 1 else None

@@ -130,6 +130,7 @@ class Host:
                 name=spec.get("name", ""), merge=bool(spec.get("merge")),
                 requested_at=float(spec.get("requested_at", 0.0)),
                 base_resolver=lambda name: Path(bases[name]) if bases.get(name) else None,
+                base_roots_only=bool(spec.get("base_roots_only", True)),
             )  # fmt: skip
             loaded = self.slot.load(request, on_event, cancel)
         except LoadCancelled:

@@ -90,13 +90,13 @@ def load_spec(job: LoadJob) -> dict[str, Any]:
     bases: dict[str, str] = {}
     with contextlib.suppress(Exception):  # not an adapter, or a broken one: the host says why
         base = read_adapter_config(path, folder_root(path)).get("base_model_name_or_path")
-        if isinstance(base, str) and (found := resolve_base(base)) is not None:
+        if isinstance(base, str) and (found := resolve_base(base, anywhere=job.source == "cli")) is not None:
             bases[base] = str(found)
     return {
         "path": str(path), "device": job.device_requested, "dtype": job.dtype_requested, "lang": job.lang,
         "allow_remote_code": settings.MACTUNER_TRUST_REMOTE_CODE, "name": job.model_name, "merge": job.merge,
         "read_limit_bps": settings.MACTUNER_READ_LIMIT_MBPS * 1e6, "requested_at": job.created_at.timestamp(),
-        "bases": bases,
+        "bases": bases, "base_roots_only": job.source != "cli",
     }  # fmt: skip
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loader.pipeline.i18n import gettext_noop, parts
+from loader.pipeline.i18n import Msg, gettext_noop, parts
 
 
 class LoadError(Exception):
@@ -17,7 +17,9 @@ class LoadError(Exception):
 
     def __init__(self, user_message: str, detail: str = "") -> None:
         super().__init__(user_message)
-        self.user_message = str(user_message)
+        # A ``Msg`` stays one (its template and parameters travel with it), so whoever passes the
+        # message on (the catalog's problem column) can still say it in English.
+        self.user_message: str = user_message if isinstance(user_message, Msg) else str(user_message)
         self.template, self.params = parts(user_message)
         self.detail = detail or str(user_message)
 
@@ -141,3 +143,9 @@ class AdapterMismatch(LoadError):
     """A PEFT adapter whose tensors do not fit its base model's modules."""
 
     code = "adapter_mismatch"
+
+
+class AdapterBaseOutside(AdapterBaseMissing):
+    """An adapter whose base is an absolute path outside the folders the web may read."""
+
+    code = "adapter_base_outside"

@@ -60,3 +60,9 @@ def parts(message: str) -> tuple[str, dict[str, Any]]:
 
 def render(template: str, params: Mapping[str, Any], translate: Callable[[str], str]) -> str:
     return fill(translate(template), params)
+
+
+def as_note(message: str) -> dict[str, Any]:
+    """A message kept in a job's metadata: its Korean text, and what English needs to say it."""
+    template, params = parts(message)
+    return {"text": str(message), "template": template, "params": params}

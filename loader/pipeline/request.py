@@ -26,6 +26,9 @@ class LoadRequest:
     merge: bool = False
     # Finds an adapter's base by name (the catalog: models folder, HF cache); None: absolute paths only.
     base_resolver: Callable[[str], Path | None] | None = None
+    # The web reads only inside its roots: an absolute base path the resolver did not accept is
+    # refused (``adapter_base_outside``). The terminal (the user's own shell) may name any folder.
+    base_roots_only: bool = False
     # When the user asked (wall clock; the job row's creation): timings then say how long the
     # request waited for its thread ("queued") and for the first weights byte ("first_byte").
     requested_at: float = 0.0

@@ -17,7 +17,7 @@ from typing import Any
 from loader.pipeline import device as devices
 from loader.pipeline.errors import DoesNotFit, LoadCancelled, LoaderBusy, LoadError
 from loader.pipeline.events import EventCallback
-from loader.pipeline.i18n import gettext_noop, parts
+from loader.pipeline.i18n import as_note, gettext_noop
 from loader.pipeline.inspect.checkpoint import CheckpointInfo
 from loader.pipeline.inspect.formats import SAFETENSORS, detect
 from loader.pipeline.inspect.skeleton import target_dtype
@@ -49,20 +49,15 @@ def for_device(request: LoadRequest, info: CheckpointInfo) -> LoadRequest:
     target = devices.target_without_torch(request.device) or devices.resolve_device(request.device)
     notes = list(request.notes)
     if target == "cpu" and request.device == "auto" and (reason := devices.mps_missing_reason()) is not None:
-        notes.append(parts_of(reason))
+        notes.append(as_note(reason))
     if target == "mps":
         planned = info.skeleton.dtype if info.skeleton is not None else target_dtype(request.dtype, info.config, info)
         config_dtype = info.config.get("torch_dtype") or info.config.get("dtype")
         dtype, note = devices.mps_dtype(request.dtype, planned, config_dtype)
         if note is not None:
-            notes.append(parts_of(note))
+            notes.append(as_note(note))
         request = dataclasses.replace(request, dtype=dtype)
     return dataclasses.replace(request, notes=notes) if notes != list(request.notes) else request
-
-
-def parts_of(message: Any) -> dict[str, Any]:
-    template, params = parts(message)
-    return {"text": str(message), "template": template, "params": params}
 
 
 class ModelSlot:

@@ -22,9 +22,10 @@ from loader.pipeline.errors import (
     TokenizerError,
 )
 from loader.pipeline.events import EventCallback, ProgressEvent, Stage, WeightsDetail, overall_percent, stage_message
-from loader.pipeline.i18n import gettext_noop
+from loader.pipeline.i18n import as_note, gettext_noop
 from loader.pipeline.inspect.adapters import base_request
 from loader.pipeline.inspect.checkpoint import CheckpointInfo
+from loader.pipeline.inspect.skeleton import ignored_note
 from loader.pipeline.metadata import extract_metadata
 from loader.pipeline.preflight import load_config, model_class, preflight, warm_imports
 from loader.pipeline.request import LoadedModel, LoadRequest
@@ -206,8 +207,13 @@ def _stages(
         rep.enter(Stage.METADATA)
         metadata = extract_metadata(model, tokenizer, config, info, target)
         metadata["engine"], metadata["engine_reason"], metadata["cache"] = choice.engine, choice.reason, detail.cache
-        if request.notes:
-            metadata["notes"] = list(request.notes)
+        notes = list(request.notes)
+        if info.plan is not None and info.plan.ignored:  # what transformers calls "unexpected keys"
+            ignored = info.plan.ignored
+            metadata["ignored_tensors"] = {"count": len(ignored), "names": ignored[:20]}
+            notes.append(as_note(ignored_note(ignored)))
+        if notes:
+            metadata["notes"] = notes
         rep.report(1.0, force=True)
     # The slot frees what a failed load held (after dropping the traceback that pins it).
     except ImportError as exc:  # e.g. a quantized checkpoint whose backend is not installed

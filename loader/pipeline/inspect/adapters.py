@@ -19,6 +19,7 @@ import regex
 
 from loader.pipeline.errors import (
     AdapterBaseMissing,
+    AdapterBaseOutside,
     AdapterMismatch,
     ConfigUnreadable,
     MissingPackage,
@@ -108,12 +109,23 @@ def adapter_file(path: Path, root: Path) -> Path:
 
 
 def resolve_base(name: str, request: LoadRequest) -> Path | None:
-    """The caller's resolver first (catalog names), then an absolute path to a folder."""
+    """The caller's resolver first (catalog names, paths inside its roots), then an absolute path
+    to a folder, unless the request may read only inside its roots."""
     resolver = request.base_resolver
     if resolver is not None and (found := resolver(name)) is not None:
         return found
     candidate = Path(name)
     if candidate.is_absolute() and candidate.is_dir():
+        if request.base_roots_only:
+            raise AdapterBaseOutside(
+                gettext_noop(
+                    "어댑터의 기본 모델이 모델 폴더와 Hugging Face 캐시 밖에 있습니다: {base}. "
+                    "기본 모델을 models/ 폴더나 Hugging Face 캐시로 옮기거나, 그 상위 폴더를 "
+                    "MACTUNER_BASE_DIRS 설정에 추가하세요(터미널의 loadmodel은 경로를 그대로 읽습니다).",
+                    base=name[:200],
+                ),
+                f"base_model_name_or_path={name[:200]!r} is outside the models folder, the HF cache and MACTUNER_BASE_DIRS",
+            )
         return candidate
     return None
 

@@ -47,6 +47,9 @@ class TensorPlan:
     dtype: str
     tensors: dict[str, ExpectedTensor] = field(default_factory=dict)
     tied: dict[str, str] = field(default_factory=dict)  # target -> source, counted once
+    # Checkpoint tensors the model has no place for (an extra head, a vision tower loaded as a
+    # language model): left unread, as transformers leaves them, and named to the user.
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def nbytes(self) -> int:
@@ -208,7 +211,7 @@ def compare(model: Any, info: CheckpointInfo, dtype: str) -> TensorPlan:
         report = SimpleNamespace(missing_keys=missing, unexpected_keys=unexpected)
         model._adjust_missing_and_unexpected_keys(report)
         missing, unexpected = report.missing_keys, report.unexpected_keys
-    if missing or unexpected or mismatched:
+    if missing or mismatched:  # random weights, or wrong ones: refused. Unexpected ones only: ignored.
         parts_en = [
             f"{label} {len(names)}: {_shown(names, ' and {} more')}"
             for label, names in (("missing", missing), ("unexpected", unexpected), ("shape differs", mismatched))
@@ -223,12 +226,22 @@ def compare(model: Any, info: CheckpointInfo, dtype: str) -> TensorPlan:
             ),
             f"{plan.model_class}: " + "; ".join(parts_en),
         )  # fmt: skip
+    plan.ignored = sorted(unexpected)
     for name, t in state.items():
         numel = t.numel()
         plan.tensors[name] = ExpectedTensor(
             tuple(t.shape), str(t.dtype).removeprefix("torch."), numel * t.element_size(), sources.get(name)
         )
     return plan
+
+
+def ignored_note(names: list[str]) -> str:
+    """Tell the user which checkpoint tensors the model had no place for (they were not loaded)."""
+    return gettext_noop(
+        "체크포인트의 텐서 {count}개는 이 모델에 자리가 없어 읽지 않았습니다: {names}",
+        count=len(names),
+        names=_shown(names),
+    )
 
 
 def _search(pattern: str, name: str) -> bool:

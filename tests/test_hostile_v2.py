@@ -1,0 +1,199 @@
+"""Hostile checkpoints, second round: one bad folder never breaks the list, every list problem is
+said in the viewer's language, an extra tensor is ignored and named (as transformers does), and
+the web reads an adapter's base only inside its roots. Each case ends with the next load working."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from loader.jobs.local import MODEL_HOST
+from loader.pipeline.i18n import Msg
+from mactuner_dev import layouts
+
+from .conftest import load_in_process, wait_finished
+
+pytestmark = pytest.mark.django_db(transaction=True)
+HANGUL = re.compile(r"[\uac00-\ud7a3]")
+
+
+def _load(client: Client, name: str, **extra: object) -> Any:
+    res = client.post("/api/load", data=json.dumps({"model": name, **extra}), content_type="application/json")
+    assert res.status_code == 202, res.content
+    return wait_finished(res.json()["job"]["id"], timeout=90)
+
+
+def _models(client: Client, lang: str = "ko") -> dict[str, dict[str, Any]]:
+    res = client.get("/api/models", HTTP_ACCEPT_LANGUAGE=lang)
+    assert res.status_code == 200
+    json.loads(res.content)  # strict JSON
+    return {m["name"]: m for m in res.json()["models"]}
+
+
+def _add_tensor(folder: Path, name: str) -> None:
+    """``name`` (4 F32 values) appended to the first shard and to the index, as a conversion leaves it."""
+    shard = sorted(folder.glob("*.safetensors"))[0]
+    raw = shard.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header, data = json.loads(raw[8 : 8 + n]), raw[8 + n :]
+    header[name] = {"dtype": "F32", "shape": [4], "data_offsets": [len(data), len(data) + 16]}
+    text = json.dumps(header).encode()
+    shard.write_bytes(struct.pack("<Q", len(text)) + text + data + struct.pack("<4f", 1, 2, 3, 4))
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    index["weight_map"][name] = shard.name
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+@pytest.fixture
+def root(tmp_path: Path, models_root: Path, settings: Any) -> Path:
+    models = tmp_path / "models"
+    shutil.copytree(models_root / "tiny", models / "tiny")
+    settings.MACTUNER_MODELS_DIR = models
+    settings.MACTUNER_HF_CACHE = tmp_path / "hub"
+    settings.MACTUNER_BASE_DIRS = []
+    MODEL_HOST.unload()
+    return models
+
+
+def test_one_unexpected_tensor_is_ignored_named_and_the_rest_equals_plain_transformers(
+    client: Client, root: Path
+) -> None:
+    extra = root / "extra-head"
+    shutil.copytree(root / "tiny", extra)
+    _add_tensor(extra, "model.extra_head.weight")
+    job = _load(client, "extra-head", dtype="float32")
+    assert job.state == "succeeded", job.error_message
+    assert job.metadata["ignored_tensors"] == {"count": 1, "names": ["model.extra_head.weight"]}
+    note = job.metadata["notes"][-1]
+    assert "model.extra_head.weight" in note["text"] and note["template"] != note["text"]
+    status = client.get("/api/status", HTTP_ACCEPT_LANGUAGE="en").json()
+    assert status["loaded"]["metadata"]["ignored_tensors"]["count"] == 1
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ours = load_in_process(extra, dtype="float32").model
+    plain = AutoModelForCausalLM.from_pretrained(str(extra), dtype=torch.float32)
+    mine, theirs = ours.state_dict(), plain.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+
+
+def test_a_cache_repo_whose_snapshots_link_to_each_other_hides_nothing_else(
+    client: Client, root: Path, models_root: Path
+) -> None:
+    hub = root.parent / "hub"
+    layouts.write_hf_cache(hub, "acme/good", models_root / "tiny")
+    loop = hub / "models--evil--loop"
+    (loop / "snapshots").mkdir(parents=True)
+    (loop / "refs").mkdir()
+    os.symlink("b", loop / "snapshots" / "a")
+    os.symlink("a", loop / "snapshots" / "b")
+    (loop / "refs" / "main").write_text("a")
+    for lang in ("ko", "en"):
+        models = _models(client, lang)
+        assert models["acme/good"]["problem"] is None, models["acme/good"]
+        assert models["evil/loop"]["problem"], models.keys()
+        assert bool(HANGUL.search(models["evil/loop"]["problem"])) is (lang == "ko")
+        assert models["tiny"]["problem"] is None
+    job = _load(client, "evil/loop")
+    assert job.state == "failed" and job.error_code != "internal", (job.error_code, job.error_detail)
+    assert _load(client, "acme/good").state == "succeeded"
+
+
+def test_folders_that_cannot_be_offered_are_listed_with_why(client: Client, root: Path) -> None:
+    (root / "empty").mkdir()
+    (root / "notes").mkdir()
+    (root / "notes" / "README.md").write_text("my experiments")
+    for lang in ("ko", "en"):
+        models = _models(client, lang)
+        for name in ("empty", "notes"):
+            problem = models[name]["problem"]
+            assert problem and bool(HANGUL.search(problem)) is (lang == "ko"), (name, problem)
+        assert "config.json" in models["notes"]["problem"]
+    for name in ("empty", "notes"):
+        job = _load(client, name)
+        assert job.state == "failed" and job.error_code == "not_a_model_folder", (job.error_code, job.error_detail)
+    assert _load(client, "tiny").state == "succeeded"
+
+
+def _hostile_zoo(root: Path, outside: Path) -> None:
+    """One folder per problem the list can report, each in a copy of ``tiny``."""
+
+    def copy(name: str) -> Path:
+        shutil.copytree(root / "tiny", root / name)
+        return root / name
+
+    def edit(name: str, **changes: Any) -> None:
+        folder = copy(name)
+        config = json.loads((folder / "config.json").read_text())
+        config.update(changes)
+        (folder / "config.json").write_text(json.dumps(config))
+
+    fifo = copy("fifo-config")
+    (fifo / "config.json").unlink()
+    os.mkfifo(fifo / "config.json")
+    edit("int-dtype", torch_dtype="int8")
+    edit("bad-archs", architectures="LlamaForCausalLM")
+    edit("bad-type", model_type=7)
+    link = copy("link-out")
+    (link / "config.json").unlink()
+    (link / "config.json").symlink_to(outside)
+    (copy("not-json") / "config.json").write_text("{nope")
+    (copy("list-json") / "config.json").write_text("[1, 2]")
+    (copy("nan-json") / "config.json").write_text('{"model_type": "llama", "x": NaN}')
+    (copy("huge-json") / "config.json").write_text('{"a": "' + "x" * (17 << 20) + '"}')
+    no_weights = copy("no-weights")
+    for f in no_weights.glob("*.safetensors"):
+        f.unlink()
+    layouts.write_gguf(root / "q4" / "model.gguf")
+    layouts.write_lora(root / "lora-lost", root / "tiny", "nobody/missing")
+    layouts.write_lora(root / "lora-outside", root / "tiny", str(outside.parent / "elsewhere"))
+    shutil.copytree(root / "tiny", outside.parent / "elsewhere")
+    (root / "empty").mkdir()
+
+
+def test_every_list_problem_is_said_in_english_to_an_english_viewer(client: Client, root: Path) -> None:
+    outside = root.parent / "outside" / "secret.json"
+    outside.parent.mkdir()
+    outside.write_text('{"model_type": "llama"}')
+    _hostile_zoo(root, outside)
+    from loader.catalog.listing import describe_all
+
+    described = {m["name"]: m for m in describe_all()}
+    problems = {n: m["problem"] for n, m in described.items() if m["problem"]}
+    zoo = {"fifo-config", "int-dtype", "bad-archs", "bad-type", "link-out", "not-json", "list-json", "nan-json",
+           "huge-json", "no-weights", "q4", "lora-lost", "lora-outside", "empty"}  # fmt: skip
+    assert set(problems) == zoo, set(problems) ^ zoo
+    # Every problem keeps its template: the surfaces can say it in any language.
+    assert all(isinstance(p, Msg) for p in problems.values()), [
+        n for n, p in problems.items() if not isinstance(p, Msg)
+    ]
+    english = _models(client, "en")
+    korean = [f"{n}: {english[n]['problem']}" for n in problems if HANGUL.search(english[n]["problem"])]
+    assert not korean, korean
+    assert "MACTUNER_BASE_DIRS" in english["lora-outside"]["problem"]
+
+
+def test_the_web_refuses_an_adapter_base_outside_its_roots_and_a_setting_admits_it(
+    client: Client, root: Path, settings: Any
+) -> None:
+    elsewhere = root.parent / "elsewhere" / "base"
+    shutil.copytree(root / "tiny", elsewhere)
+    layouts.write_lora(root / "lora-out", root / "tiny", str(elsewhere))
+    job = _load(client, "lora-out")
+    assert job.state == "failed" and job.error_code == "adapter_base_outside", (job.error_code, job.error_detail)
+    en = client.get("/api/status", HTTP_ACCEPT_LANGUAGE="en").json()["job"]["error"]["text"]["en"]
+    assert "MACTUNER_BASE_DIRS" in en and not HANGUL.search(en), en
+    settings.MACTUNER_BASE_DIRS = [elsewhere.parent]
+    job = _load(client, "lora-out")
+    assert job.state == "succeeded", (job.error_code, job.error_detail)
+    assert job.metadata["adapter"]["base"] == str(elsewhere)
