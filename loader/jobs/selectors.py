@@ -21,6 +21,7 @@ from loader.jobs.local import IDENTITY, pid_alive
 from loader.jobs.models import LoadJob, ServerProcess
 from loader.pipeline.events import WeightsDetail
 from loader.pipeline.i18n import gettext_noop
+from loader.pipeline.names import name_view
 
 PROCESS_STALE_S = 15.0
 DETAIL_DEFAULTS = asdict(WeightsDetail())
@@ -70,6 +71,9 @@ def job_snapshot(job: LoadJob | None) -> dict[str, Any] | None:
         "message": job.message,
         "error": error,
         "model": job.model_name,
+        # What people read: ⟨U+XXXX⟩ for invisible and look-alike characters, and why (names.py).
+        "model_display": (view := name_view(job.model_name)).display,
+        "model_warning": view.warning,
         "device": job.device or job.device_requested,
         "dtype": job.dtype or job.dtype_requested,
         "device_requested": job.device_requested,
@@ -106,6 +110,7 @@ def processes_holding() -> list[ServerProcess]:
 def loaded_summary(row: ServerProcess) -> dict[str, Any]:
     return {
         "name": row.model_name, "path": row.model_path, "device": row.device, "dtype": row.dtype,
+        "display_name": name_view(row.model_name).display,
         "metadata": row.metadata, "owner": {"host": row.host, "pid": row.pid, "model_host_pid": row.host_pid},
         "loaded_at": _iso(row.loaded_at),
     }  # fmt: skip

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from loader.jobs.history import CHART_STAGES, STAGE_LABELS
 from loader.pipeline.i18n import gettext_noop, printable
+from loader.pipeline.names import visible_name
 
 log = logging.getLogger("loader.terminal")
 
@@ -181,8 +182,10 @@ atexit.register(terminal.close)  # before tqdm's own teardown, or its __del__ fa
 
 
 def _printable_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Folder names and messages come from a checkpoint: no escape sequences reach the terminal."""
-    job = dict(job, model=printable(str(job.get("model") or "")), message=printable(str(job.get("message") or "")))
+    """Folder names and messages come from a checkpoint: no escape sequences reach the terminal, and
+    a name shows its invisible and look-alike characters as ``loadmodel`` and the page do."""
+    model, message = visible_name(str(job.get("model") or "")), printable(str(job.get("message") or ""))
+    job = dict(job, model=model, message=message)
     if job.get("error"):
         job["error"] = dict(job["error"], message=printable(str(job["error"].get("message") or "")))
     return job

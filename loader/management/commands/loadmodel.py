@@ -6,6 +6,10 @@ SIGTERM: before the job exists, exit at once; after, the job is cancelled (the h
 ``CANCEL_GRACE_S`` to stop, then it is killed) and recorded. Either way: exit 130, no host left.
 
 Exit codes: 0 loaded, 1 failed, 2 refused (busy or bad arguments), 130 cancelled (Ctrl-C/SIGTERM).
+
+What a folder says (its name, its config's values, messages quoting them) is escaped on every
+line written here, as the server's terminal does: a name holding ``ESC]0;…BEL`` or a newline must
+not retitle the window, clear the screen or fake an output line (``loader.pipeline.names``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from loader.jobs.selectors import job_active, loader_state
 from loader.management import launch
 from loader.pipeline.device import DEVICES, DTYPES
 from loader.pipeline.i18n import gettext_noop
+from loader.pipeline.names import WARNINGS, terminal_json, terminal_value, visible_name
 from loader.web.terminal import LoadBars
 
 
@@ -55,10 +60,26 @@ class Bars:
         self.bars = LoadBars(stream)
 
     def __call__(self, event: dict[str, Any]) -> None:
-        self.bars.update(str(event["stage"]), float(event["percent"]), str(event["message"]), event["detail"])
+        message = terminal_value(event["message"])  # a stage message may quote the folder's name
+        self.bars.update(str(event["stage"]), float(event["percent"]), message, event["detail"])
 
     def close(self) -> None:
         self.bars.close()
+
+
+def list_line(info: dict[str, Any]) -> str:
+    """One ``--list`` row: tab-separated cells, each escaped (a tab or newline in a name stays in its cell)."""
+    cells = [info["display_name"], f"{info['size_bytes'] / 1e6:.1f} MB", f"{info['shards']} shard(s)"]
+    cells.append(str(info["architecture"]))
+    if info["step"] is not None:
+        cells.append(f"step {info['step']}")
+    if info["name_warning"]:  # the name passes for another one: say so beside it
+        cells.append(f"⚠ {here(WARNINGS[info['name_warning']])}")
+    if adapter := info["adapter"]:
+        cells.append(f"{adapter['type']} r={adapter['rank']} base={adapter['base']}")
+    if info["problem"]:
+        cells.append(f"⚠ {here(info['problem'])}")
+    return "\t".join(terminal_value(cell) for cell in cells)
 
 
 class Command(BaseCommand):
@@ -95,7 +116,8 @@ class Command(BaseCommand):
         except CommandError as refused:
             launch.stop_ticker()
             if opts["json"]:  # scripts read stdout: a refusal is JSON there too
-                self.stdout.write(json.dumps({"error": str(refused), "exit": refused.returncode}, ensure_ascii=False))
+                refusal = {"error": str(refused), "exit": refused.returncode}
+                self.stdout.write(terminal_json(json.dumps(refusal, ensure_ascii=False)))
             raise
         finally:
             launch.stop_ticker()
@@ -107,17 +129,7 @@ class Command(BaseCommand):
     def _handle(self, opts: dict[str, Any], cancel: threading.Event, started: list[str]) -> None:
         if opts["list"]:
             for info in describe_all():
-                extra = [f"step {info['step']}"] if info["step"] is not None else []
-                if info["adapter"]:
-                    extra.append(
-                        f"{info['adapter']['type']} r={info['adapter']['rank']} base={info['adapter']['base']}"
-                    )
-                if info["problem"]:
-                    extra.append(f"⚠ {here(info['problem'])}")
-                self.stdout.write(
-                    f"{info['name']}\t{info['size_bytes'] / 1e6:.1f} MB\t{info['shards']} shard(s)\t{info['architecture']}"
-                    + "".join(f"\t{e}" for e in extra)
-                )
+                self.stdout.write(list_line(info))
             return
         if not opts["model"]:
             raise CommandError(gettext("모델 이름이나 폴더 경로를 지정하세요 (목록: loadmodel --list)."), returncode=2)
@@ -125,7 +137,8 @@ class Command(BaseCommand):
         path = entry.path if entry else Path(opts["model"]).expanduser().resolve()
         name = entry.name if entry else path.name
         if entry is None and not path.exists():
-            message = gettext_noop("모델을 찾을 수 없습니다: {name} (목록: loadmodel --list)", name=opts["model"])
+            shown = visible_name(opts["model"])
+            message = gettext_noop("모델을 찾을 수 없습니다: {name} (목록: loadmodel --list)", name=shown)
             raise CommandError(here(message), returncode=2)
         services.job_reap()
         if (active := job_active()) is not None:  # refuse at once, before the slow imports
@@ -155,19 +168,18 @@ class Command(BaseCommand):
         publisher.flush()  # the final snapshot must reach Redis before this process exits
         state = loader_state(job=job)
         if opts["json"]:
-            self.stdout.write(json.dumps(state["job"], ensure_ascii=False, indent=2))
+            # JSON escapes C0 controls only: C1 (U+009B CSI), bidi and line separators as \uXXXX too.
+            self.stdout.write(terminal_json(json.dumps(state["job"], ensure_ascii=False, indent=2)))
         connection.close()
         if job.state == "succeeded":
-            self.stderr.write(
-                self.style.SUCCESS(
-                    f"{gettext('✅ 모델 로드 완료!')} {name} ({job.device}, {job.dtype}, {job.timings.get('total', 0):.2f}s)"
-                )
-            )
+            took = f"{job.timings.get('total', 0):.2f}s"
+            said = f"{visible_name(name)} ({terminal_value(job.device)}, {terminal_value(job.dtype)}, {took})"
+            self.stderr.write(self.style.SUCCESS(f"{gettext('✅ 모델 로드 완료!')} {said}"))
             return
         if job.state == "cancelled":
             self.stderr.write(gettext("로드가 취소되었습니다."))
             sys.exit(130)
         saved = job.error_params or {}
         error = in_lang(saved.get("template") or job.error_message, saved.get("params") or {}, opts["lang"])
-        self.stderr.write(self.style.ERROR(f"{gettext('❌ 오류:')} {error}"))
+        self.stderr.write(self.style.ERROR(f"{gettext('❌ 오류:')} {terminal_value(error)}"))
         sys.exit(1)
