@@ -8,6 +8,7 @@ runs the app; ``DATABASE_URL`` / ``REDIS_URL`` switch to PostgreSQL / Redis. Wit
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,11 @@ PRODUCTION = env_bool("MACTUNER_PRODUCTION")
 DEBUG = env_bool("DJANGO_DEBUG", default=not PRODUCTION)
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
-    if PRODUCTION:
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when MACTUNER_PRODUCTION=1.")
+    if PRODUCTION:  # one line that says what to set, not a traceback through Django's set-up
+        sys.exit(
+            "MACtuner: DJANGO_SECRET_KEY must be set when MACTUNER_PRODUCTION=1. Set it to a long random value, "
+            "e.g. export DJANGO_SECRET_KEY=\"$(python -c 'import secrets; print(secrets.token_urlsafe(50))')\""
+        )
     SECRET_KEY = "dev-only-insecure-key-mactuner-local-127-0-0-1"  # noqa: S105 - local default only
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
@@ -106,7 +110,10 @@ def database_from_url(url: str) -> dict[str, Any]:
 
 
 if os.environ.get("DATABASE_URL"):
-    DATABASES = {"default": database_from_url(os.environ["DATABASE_URL"])}
+    try:
+        DATABASES = {"default": database_from_url(os.environ["DATABASE_URL"])}
+    except ImproperlyConfigured as exc:
+        sys.exit(f"MACtuner: {exc}")
 else:
     DATABASES = {
         "default": {

@@ -197,3 +197,49 @@ def test_the_web_refuses_an_adapter_base_outside_its_roots_and_a_setting_admits_
     job = _load(client, "lora-out")
     assert job.state == "succeeded", (job.error_code, job.error_detail)
     assert job.metadata["adapter"]["base"] == str(elsewhere)
+
+
+@pytest.mark.parametrize(
+    ("edit", "code", "words"),
+    [
+        ({"r": 10**9}, "adapter_mismatch", "r=1000000000"),
+        ({"r": "4"}, "config_unreadable", "'4'"),
+        ({"r": -1}, "config_unreadable", "-1"),
+        ({"lora_alpha": 1e308}, "config_unreadable", "lora_alpha"),
+        ({"lora_alpha": "x"}, "config_unreadable", "lora_alpha"),
+        ({"rank_pattern": {"q_proj": 10**6}}, "adapter_mismatch", "rank_pattern"),
+    ],
+)
+def test_adapter_numbers_peft_cannot_use_are_refused_in_words_before_the_unload(
+    root: Path, edit: dict[str, Any], code: str, words: str
+) -> None:
+    import threading
+
+    from loader.pipeline import LoadError, LoadRequest, ModelSlot
+
+    layouts.write_lora(root / "odd", root / "tiny", str(root / "tiny"))
+    config = json.loads((root / "odd" / "adapter_config.json").read_text())
+    (root / "odd" / "adapter_config.json").write_text(json.dumps(config | edit))
+    slot = ModelSlot()
+    slot.load(LoadRequest(root / "tiny"), lambda e: None, threading.Event())
+    with pytest.raises(LoadError) as refused:
+        slot.load(LoadRequest(root / "odd"), lambda e: None, threading.Event())
+    assert refused.value.code == code and words in refused.value.user_message, refused.value.to_dict()
+    assert "Error" not in refused.value.user_message  # words, not an exception's class name
+    assert slot.loaded is not None and slot.loaded.name == "tiny"  # refused in the preflight: the model stays
+
+
+def test_a_quantized_checkpoint_without_its_package_names_the_package(root: Path) -> None:
+    from loader.pipeline import LoadError
+    from loader.pipeline.inspect.formats import _installed
+
+    if _installed("bitsandbytes"):
+        pytest.skip("bitsandbytes is installed here")
+    shutil.copytree(root / "tiny", root / "bnb")
+    config = json.loads((root / "bnb" / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    (root / "bnb" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(LoadError) as refused:
+        load_in_process(root / "bnb")
+    assert refused.value.code == "missing_package"
+    assert "pip install bitsandbytes" in refused.value.user_message and "transformers" not in refused.value.user_message

@@ -39,6 +39,7 @@ def test_production_refuses_to_start_without_a_secret_key() -> None:
     del env["DJANGO_SECRET_KEY"]
     result = manage("check", **env)
     assert result.returncode != 0 and "DJANGO_SECRET_KEY must be set" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 @pytest.mark.django_db

@@ -11,6 +11,7 @@ weights stage then loads the base as usual and ``adapter_weights`` injects the a
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,8 +173,58 @@ def preflight_adapter(request: LoadRequest, base_preflight: Any) -> CheckpointIn
     info: CheckpointInfo = base_preflight(dataclasses.replace(request, path=base_path))
     if info.plan is not None and peft_type not in PROMPT_TYPES:
         check_names(config, entries, info.plan.tensors, base)
+    check_lora_numbers(config, entries)
     info.adapter = AdapterInfo(path, config, base, base_path, file, entries, merged=request.merge)
     return info
+
+
+MAX_SCALING = 1e4  # lora_alpha / r: real adapters use 0.5–64; past this the outputs are inf or noise
+
+
+def check_lora_numbers(config: dict[str, Any], tensors: dict[str, TensorInfo]) -> None:
+    """LoRA's ``r`` and ``lora_alpha`` are numbers peft can use, and no rank exceeds what the
+    tensors hold: peft would otherwise allocate ``r`` × width per module (r = 10^9 asks for
+    terabytes) or fail deep inside with only an exception's class name to show."""
+    if config.get("peft_type") not in ("LORA", "ADALORA"):
+        return
+    held = max((t.shape[0] for k, t in tensors.items() if k.endswith("lora_A.weight") and len(t.shape) == 2), default=0)
+    ranks = {"r": config.get("r", 8)} | {f"rank_pattern[{k!r}]": v for k, v in _pattern(config, "rank_pattern")}
+    for field_name, r in ranks.items():
+        if type(r) is not int or r < 1:
+            raise ConfigUnreadable(
+                gettext_noop(
+                    "{adapter_config}의 {field}(랭크)은 양의 정수여야 합니다: {value}",
+                    adapter_config=ADAPTER_CONFIG, field=field_name[:60], value=repr(r)[:40],
+                ),
+                f"{field_name}={r!r:.40}",
+            )  # fmt: skip
+        if held and r > held:
+            raise AdapterMismatch(
+                gettext_noop(
+                    "{adapter_config}의 {field}={value}이 어댑터 가중치의 랭크({held})보다 큽니다. 어댑터를 저장한 설정 그대로여야 합니다.",
+                    adapter_config=ADAPTER_CONFIG, field=field_name[:60], value=r, held=held,
+                ),
+                f"{field_name}={r} but lora_A tensors hold rank {held} at most",
+            )  # fmt: skip
+    r0 = config.get("r", 8)
+    alphas = {"lora_alpha": config.get("lora_alpha", 8)} | {
+        f"alpha_pattern[{k!r}]": v for k, v in _pattern(config, "alpha_pattern")
+    }
+    for field_name, alpha in alphas.items():
+        ok = isinstance(alpha, int | float) and not isinstance(alpha, bool) and math.isfinite(alpha)
+        if not ok or abs(alpha / r0) > MAX_SCALING:
+            raise ConfigUnreadable(
+                gettext_noop(
+                    "{adapter_config}의 {field} 값을 쓸 수 없습니다: {value}. 유한한 수이고 lora_alpha/r이 {max:g} 이하여야 합니다.",
+                    adapter_config=ADAPTER_CONFIG, field=field_name[:60], value=repr(alpha)[:40], max=MAX_SCALING,
+                ),
+                f"{field_name}={alpha!r:.40} (r={r0})",
+            )  # fmt: skip
+
+
+def _pattern(config: dict[str, Any], key: str) -> list[tuple[str, Any]]:
+    pattern = config.get(key)
+    return [(str(k)[:40], v) for k, v in pattern.items()] if isinstance(pattern, dict) else []
 
 
 PATTERN_TIMEOUT_S = 0.05  # per module name; a real target pattern matches in microseconds

@@ -14,7 +14,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from loader.pipeline.errors import UnsupportedFormat
+from loader.pipeline.errors import LoadError, MissingPackage, UnsupportedFormat
 from loader.pipeline.i18n import Msg, gettext_noop
 from loader.pipeline.inspect.safefs import folder_root, open_regular
 
@@ -144,13 +144,45 @@ def refuse(kind: str, path: Path, lang: str = "ko") -> UnsupportedFormat:
     )
 
 
-def quant_refusal(config: dict[str, Any], path: Path) -> UnsupportedFormat | None:
-    """A ``quantization_config`` whose method this transformers does not know (MLX's own is caught above)."""
+# The package each quantization method needs (its import name, its pip name), checked before the
+# load starts: the previous model then stays, and the words name the package, not transformers.
+QUANT_PACKAGES = {
+    "bitsandbytes": ("bitsandbytes", "bitsandbytes"), "hqq": ("hqq", "hqq"), "eetq": ("eetq", "eetq"),
+    "torchao": ("torchao", "torchao"), "aqlm": ("aqlm", "aqlm"), "vptq": ("vptq", "vptq"),
+    "compressed-tensors": ("compressed_tensors", "compressed-tensors"), "quanto": ("optimum.quanto", "optimum-quanto"),
+}  # fmt: skip
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing (optimum for optimum.quanto)
+        return False
+
+
+def quant_refusal(config: dict[str, Any], path: Path) -> LoadError | None:
+    """A ``quantization_config`` whose method this transformers does not know (MLX's own is caught
+    above), or whose package is not installed."""
     quant = config.get("quantization_config")
     if not isinstance(quant, dict):
         return None
     method = quant.get("quant_method")
-    if method is None:  # old bitsandbytes configs (load_in_4bit): transformers infers the method
+    if method is None and (quant.get("load_in_4bit") or quant.get("load_in_8bit")):
+        method = "bitsandbytes"  # old bitsandbytes configs: transformers infers the method
+    if method is None:
+        return None
+    if isinstance(method, str) and method in QUANT_PACKAGES:
+        module, pip_name = QUANT_PACKAGES[method]
+        if not _installed(module):
+            return MissingPackage(
+                gettext_noop(
+                    "이 체크포인트는 {method} 양자화입니다: {package} 패키지가 설치되어 있지 않습니다(pip install {package}).",
+                    method=method, package=pip_name,
+                ),
+                f"{path.name}: quant_method={method!r} needs the {module!r} module",
+            )  # fmt: skip
         return None
     try:
         from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING

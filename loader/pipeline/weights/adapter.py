@@ -87,5 +87,10 @@ def attach_adapter(model: Any, info: CheckpointInfo, rep: Reporter, cancel: thre
         raise
     except (ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
         raise AdapterMismatch(
-            gettext_noop("어댑터를 기본 모델에 적용할 수 없습니다: {name}", name=type(exc).__name__), repr(exc)[:1000]
+            gettext_noop(
+                "어댑터를 기본 모델에 적용할 수 없습니다({name}): {reason}",
+                name=type(exc).__name__,
+                reason=(str(exc).strip().splitlines() or ["?"])[0][:200],
+            ),
+            repr(exc)[:1000],
         ) from exc
