@@ -28,7 +28,7 @@ MEASURE = """async (model) => {
     await new Promise(r => setTimeout(r, 2));
   }
 }"""
-IDLE = "!(window.MACtuner.state.job && (window.MACtuner.state.job.active || typeof window.MACtuner.state.job.id !== 'number'))"
+IDLE = "() => !(window.MACtuner.state.job && (window.MACtuner.state.job.active || typeof window.MACtuner.state.job.id !== 'number'))"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -55,7 +55,7 @@ def main() -> None:
             try:
                 page = browser.new_page()
                 page.goto(server.url + "/")
-                page.wait_for_function("window.MACtuner && window.MACtuner.modelsLoaded")
+                page.wait_for_function("() => window.MACtuner && window.MACtuner.modelsLoaded")
                 first.append(page.evaluate(MEASURE, model))
                 page.wait_for_function(IDLE, timeout=60_000)
                 if start == 0:

@@ -25,6 +25,8 @@ ARGS = [
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian's chromium is not installed (scripts/setup.sh --test installs it)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
+# wait_for_function predicates are arrow functions: Playwright evals an expression string on every
+# poll, which the page's Content-Security-Policy (no 'unsafe-eval') refuses; a function is evaled once.
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +61,9 @@ def page(browser: Any, server: LiveServer) -> Iterator[Any]:
     context = browser.new_context(locale="ko-KR", viewport={"width": 1280, "height": 800})
     page = context.new_page()
     page.goto(server.url + "/")
-    page.wait_for_function("window.MACtuner && window.MACtuner.modelsLoaded")
+    page.wait_for_function("() => window.MACtuner && window.MACtuner.modelsLoaded")
     yield page
-    page.wait_for_function("!(window.MACtuner.state.job && window.MACtuner.state.job.active)", timeout=60_000)
+    page.wait_for_function("() => !(window.MACtuner.state.job && window.MACtuner.state.job.active)", timeout=60_000)
     context.close()
 
 
@@ -77,7 +79,7 @@ def test_load_shows_progress_then_100_percent_and_metadata(page: Any) -> None:
     box.wait_for(state="visible", timeout=1000)
     assert "로드 중..." in box.inner_text()
     page.wait_for_function(
-        "window.MACtuner.state.job && window.MACtuner.state.job.stage === 'weights' && window.MACtuner.state.job.percent > 45",
+        "() => window.MACtuner.state.job && window.MACtuner.state.job.stage === 'weights' && window.MACtuner.state.job.percent > 45",
         timeout=30_000,
     )
     assert "샤드" in page.inner_text("#progress-detail") and "MB/s" in page.inner_text("#progress-detail")
@@ -106,17 +108,19 @@ def test_broken_model_shows_red_error(page: Any) -> None:
 
 def test_cancel_button_stops_the_load(page: Any) -> None:
     start_load(page, "medium")
-    page.wait_for_function("window.MACtuner.state.job && window.MACtuner.state.job.stage === 'weights'", timeout=30_000)
+    page.wait_for_function(
+        "() => window.MACtuner.state.job && window.MACtuner.state.job.stage === 'weights'", timeout=30_000
+    )
     page.click("#cancel-btn")
     page.wait_for_function(
-        "window.MACtuner.state.job && window.MACtuner.state.job.state === 'cancelled'", timeout=5_000
+        "() => window.MACtuner.state.job && window.MACtuner.state.job.state === 'cancelled'", timeout=5_000
     )
     assert "취소" in page.inner_text("#progress-title")
 
 
 def test_reload_mid_load_shows_the_running_job(page: Any) -> None:
     start_load(page, "medium")
-    page.wait_for_function("window.MACtuner.state.job && window.MACtuner.state.job.percent > 42", timeout=30_000)
+    page.wait_for_function("() => window.MACtuner.state.job && window.MACtuner.state.job.percent > 42", timeout=30_000)
     before = page.evaluate("window.MACtuner.state.job.percent")
     page.reload()
     # Straight from the server-rendered state, before any socket message: never a blank box.
@@ -177,17 +181,17 @@ def test_second_tab_opened_mid_load_shows_the_running_jobs_options(
         write_checkpoint(copy, params=150_000_000, shards=4, seed=11)
     try:
         page.reload()
-        page.wait_for_function("window.MACtuner && window.MACtuner.modelsLoaded")
+        page.wait_for_function("() => window.MACtuner && window.MACtuner.modelsLoaded")
         page.select_option("#device-select", "cpu")
         page.select_option("#dtype-select", "float32")
         start_load(page, "xx-medium")
         page.wait_for_function(
-            "window.MACtuner.state.job && window.MACtuner.state.job.stage === 'weights'", timeout=30_000
+            "() => window.MACtuner.state.job && window.MACtuner.state.job.stage === 'weights'", timeout=30_000
         )
         context = browser.new_context(locale="ko-KR")
         late = context.new_page()
         late.goto(server.url + "/")
-        late.wait_for_function("window.MACtuner && window.MACtuner.modelsLoaded")
+        late.wait_for_function("() => window.MACtuner && window.MACtuner.modelsLoaded")
         assert late.evaluate("window.MACtuner.state.job.active"), "the load must still be running"
         assert late.input_value("#model-select") == "xx-medium"
         assert late.input_value("#device-select") == "cpu" and late.input_value("#dtype-select") == "float32"
@@ -195,7 +199,7 @@ def test_second_tab_opened_mid_load_shows_the_running_jobs_options(
         context.close()
         page.wait_for_selector("#progress-box.success", timeout=60_000)
     finally:
-        page.wait_for_function("!window.MACtuner.state.job.active", timeout=60_000)
+        page.wait_for_function("() => !window.MACtuner.state.job.active", timeout=60_000)
         shutil.rmtree(copy, ignore_errors=True)
 
 
@@ -203,12 +207,12 @@ def test_english_page_history_panel_has_no_hangul(browser: Any, server: LiveServ
     context = browser.new_context(locale="en-US")
     page = context.new_page()
     page.goto(server.url + "/")
-    page.wait_for_function("window.MACtuner && window.MACtuner.modelsLoaded")
+    page.wait_for_function("() => window.MACtuner && window.MACtuner.modelsLoaded")
     assert "1 shard)" in page.inner_text("#model-select") and "3 shards)" in page.inner_text("#model-select")
     for model in ("tied", "zz-broken"):
         start_load(page, model)
         page.wait_for_function(
-            "window.MACtuner.state.job && !window.MACtuner.state.job.active && window.MACtuner.state.job.id !== 'pending'",
+            "() => window.MACtuner.state.job && !window.MACtuner.state.job.active && window.MACtuner.state.job.id !== 'pending'",
             timeout=60_000,
         )
     panel = page.inner_text("#history")
@@ -225,7 +229,7 @@ def test_an_adapter_can_be_merged_from_the_page(page: Any) -> None:
     page.check("#merge-check")
     page.click("#load-btn")
     page.wait_for_function(
-        "window.MACtuner.state.job && window.MACtuner.state.job.model === 'zz-lora' && !window.MACtuner.state.job.active",
+        "() => window.MACtuner.state.job && window.MACtuner.state.job.model === 'zz-lora' && !window.MACtuner.state.job.active",
         timeout=60_000,
     )
     job = page.evaluate("window.MACtuner.state.job")

@@ -76,7 +76,7 @@ def test_admin_job_page_shows_the_stage_chart_in_the_pages_words(admin_client: C
         assert f'data-stage="{stage}"' in chart
     assert "가중치" in chart and "토크나이저" in chart and "loader/chart.css" in page
     assert '"preparing":' not in page, "timings are a chart, not raw JSON"
-    widths = [float(w) for w in re.findall(r"width: ([\d.]+)%", chart)]
+    widths = [float(w) for w in re.findall(r'width="([\d.]+)%"', chart)]  # SVG attributes: the CSP bars style="…"
     assert len(widths) == 6 and sum(widths) == pytest.approx(100, abs=0.1)
     english = admin_client.get(f"/admin/loader/loadjob/{job.pk}/change/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
     chart_en = english.split('class="stage-chart"')[1].split("</ul>")[0]

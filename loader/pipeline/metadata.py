@@ -18,7 +18,26 @@ def _first(config: Any, *names: str) -> Any:
     return None
 
 
+def loaded_architecture(model: Any) -> str:
+    """The transformers class that holds the weights: an unmerged adapter's wrapper names its base's."""
+    get_base = getattr(model, "get_base_model", None)  # peft's PeftModel; a plain model has none
+    base = get_base() if callable(get_base) else model
+    return type(base).__name__
+
+
+def claimed_architecture(config: Any, loaded: str) -> str | None:
+    """What config.json's ``architectures`` says, when that is not the class that was loaded.
+
+    The class comes from ``model_type`` (any ``…ForCausalLM`` claim resolves through its mapping),
+    so the claim is only a label the checkpoint chose, possibly a look-alike (a Cyrillic "а").
+    """
+    archs = getattr(config, "architectures", None)
+    claim = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+    return claim if claim is not None and claim != loaded else None
+
+
 def extract_metadata(model: Any, tokenizer: Any, config: Any, info: CheckpointInfo, device: str) -> dict[str, Any]:
+    """What the card shows: read from the model in memory, not from what its files claim."""
     # One pass (model.parameters() already skips tied duplicates); cheaper than get_memory_footprint.
     params = memory = 0
     first = None
@@ -27,9 +46,11 @@ def extract_metadata(model: Any, tokenizer: Any, config: Any, info: CheckpointIn
         params += p.numel()
         memory += p.numel() * p.element_size()
     memory += sum(b.numel() * b.element_size() for b in model.buffers())
-    archs = getattr(config, "architectures", None) or [type(model).__name__]
+    architecture = loaded_architecture(model)
+    claim = claimed_architecture(config, architecture)
     return {
-        "architecture": archs[0],
+        "architecture": architecture,
+        **({"claimed_architecture": claim[:200]} if claim is not None else {}),
         "model_class": type(model).__name__,
         "model_type": getattr(config, "model_type", None),
         "parameters": params,

@@ -2,6 +2,11 @@
    Every message is a whole state, so a late or reconnecting tab is right after one message. */
 (function () {
   "use strict";
+  // The page allows no inline script (Content-Security-Policy): its language comes from <html lang>,
+  // and the language menu submits from here, not from an onchange attribute.
+  window.MACTUNER_LANG = document.documentElement.lang;
+  const langSelect = document.querySelector(".lang-switch select");
+  if (langSelect) langSelect.addEventListener("change", () => langSelect.form.submit());
   const T = JSON.parse(document.getElementById("i18n").textContent);
   const $ = (id) => document.getElementById(id);
   const els = {
@@ -55,10 +60,17 @@
     return job.message || T.stages[job.stage] || "";
   }
   function notice(text) { els.notice.textContent = text || ""; els.notice.hidden = !text; }
+  // A folder's name as the server spells it for people (loader/pipeline/names.py): invisible and
+  // direction characters and look-alike letters as ⟨U+XXXX⟩. The plain name stays what loads.
+  const pickerNames = new Map();  // name -> {display, warning} from /api/models, for the click's pending job
+  function jobName(job) { return job.model_display || job.model; }
+  function nameWarning(code) { return code ? T.nameWarnings[code] || code : ""; }
 
   function render(next) {
     if (next) state = next;
     const job = state.job, active = !!(job && job.active);
+    const picked = els.model.selectedOptions[0];
+    els.model.title = picked ? picked.title || picked.textContent : "";
     els.load.disabled = active || !els.model.value;
     els.model.disabled = active;
     els.mergeRow.hidden = !adapters.has(els.model.value); els.merge.disabled = active; els.device.disabled = active; els.dtype.disabled = active;
@@ -101,7 +113,7 @@
       const began = Date.parse(job.started_at || job.created_at || "") || Date.now();
       detail = T.etaHistory + " ~" + fmtSecs(job.expected_total_s - (Date.now() - began) / 1000);
     } else if (job.state === "succeeded" && job.timings && job.timings.total !== undefined) {
-      detail = fmtSecs(job.timings.total) + " · " + job.model;
+      detail = fmtSecs(job.timings.total) + " · " + jobName(job);
     }
     renderChart(els.chart, job.state === "succeeded" ? job.timings : null);
     els.detail.textContent = detail;
@@ -110,14 +122,14 @@
       els.icon.textContent = "📥"; els.title.textContent = T.loading;
       els.message.textContent = job.cancel_requested ? T.cancelling : stageMessage(job);
     } else if (job.state === "succeeded") {
-      els.icon.textContent = ""; els.title.textContent = T.done; els.message.textContent = job.model;
+      els.icon.textContent = ""; els.title.textContent = T.done; els.message.textContent = jobName(job);
     } else if (job.state === "cancelled") {
       els.icon.textContent = ""; els.title.textContent = T.cancelled;
-      els.message.textContent = job.error ? job.model + " — " + errorText(job) : job.model;  // e.g. abandoned
+      els.message.textContent = job.error ? jobName(job) + " — " + errorText(job) : jobName(job);  // e.g. abandoned
     } else {
       els.icon.textContent = "";
       els.title.textContent = T.error + " " + (job.error ? errorText(job) : T.interrupted);
-      els.message.textContent = job.model;
+      els.message.textContent = jobName(job);
     }
   }
 
@@ -170,7 +182,7 @@
     els.historyBody.replaceChildren(...history.map((job) => {
       const d = job.detail || {}, t = job.timings || {};
       const cells = [
-        job.model,
+        (job.model_warning ? "⚠ " : "") + jobName(job),
         T.sources[job.source] || job.source,
         T.states[job.state] || job.state,
         job.active ? "—" : fmtSecs(totalSeconds(job)) || "—",
@@ -180,6 +192,8 @@
       const tr = document.createElement("tr");
       tr.dataset.jobId = String(job.id); tr.className = "state-" + job.state;
       for (const text of cells) { const td = document.createElement("td"); td.textContent = text; tr.append(td); }
+      tr.firstChild.className = "name";  // cut with "…" in the cell: whole on hover
+      tr.firstChild.title = jobName(job) + (job.model_warning ? "\n⚠ " + nameWarning(job.model_warning) : "");
       return tr;
     }));
   }
@@ -199,7 +213,7 @@
   function renderCard(loaded) {
     if (!loaded) { els.card.hidden = true; return; }
     els.card.hidden = false;
-    els.metaName.textContent = loaded.name;
+    els.metaName.textContent = els.metaName.title = loaded.display_name || loaded.name;
     const md = loaded.metadata || {};
     const rows = [];
     for (const key of Object.keys(T.meta)) {
@@ -208,11 +222,17 @@
       if (key === "memory_bytes") v = fmtBytes(v);
       if (key === "parameters") v = Number(v).toLocaleString();
       if (typeof v === "boolean") v = v ? "✓" : "—";
-      rows.push([T.meta[key], String(v)]);
+      // The class that was loaded; a config that claimed another name is shown beside it, not instead.
+      const claim = key === "architecture" && md.claimed_architecture ? "config.json: " + md.claimed_architecture : "";
+      rows.push([T.meta[key], String(v), claim]);
     }
-    els.metaList.replaceChildren(...rows.flatMap(([k, v]) => {
+    els.metaList.replaceChildren(...rows.flatMap(([k, v, claim]) => {
       const dt = document.createElement("dt"); dt.textContent = k;
       const dd = document.createElement("dd"); dd.textContent = v; dd.dataset.key = k;
+      if (claim) {
+        const note = document.createElement("span"); note.className = "muted small claimed"; note.textContent = claim;
+        dd.append(" ", note);
+      }
       return [dt, dd];
     }));
   }
@@ -240,11 +260,19 @@
         const o = document.createElement("option");
         o.value = m.name;
         if (m.kind === "adapter") adapters.add(m.name);
-        o.textContent = m.name + " (" + fmtBytes(m.size_bytes) + ", " + shardCount(m.shards) + ")";
+        const shown = m.display_name || m.name, warning = nameWarning(m.name_warning);
+        pickerNames.set(m.name, { display: shown, warning: m.name_warning || null });
+        o.textContent = shown + " (" + fmtBytes(m.size_bytes) + ", " + shardCount(m.shards) + ")";
+        o.title = shown;  // a long name is cut at the select's width: the whole of it on hover
+        if (warning) {  // a name that passes for another one says so where it is picked
+          o.textContent += " ⚠ " + warning;
+          o.title += "\n⚠ " + warning;
+          o.classList.add("has-name-warning");
+        }
         if (m.problem) {  // offered with its reason: loading it says the same, in full
           o.textContent += " ⚠ " + m.problem;
-          o.title = m.problem;
-          o.className = "has-problem";
+          o.title += "\n⚠ " + m.problem;
+          o.classList.add("has-problem");
         }
         return o;
       }));
@@ -261,7 +289,9 @@
     // Immediate feedback: the box appears on the click itself, the server's snapshot follows.
     shown = { id: "pending", percent: 0 };
     render({ job: { id: "pending", state: "queued", active: true, stage: "preparing", percent: 0,
-      message: T.stages.preparing, model: els.model.value, detail: {} }, loaded: state.loaded, lost: state.lost });
+      message: T.stages.preparing, model: els.model.value, detail: {},
+      model_display: (pickerNames.get(els.model.value) || {}).display,
+      model_warning: (pickerNames.get(els.model.value) || {}).warning }, loaded: state.loaded, lost: state.lost });
     const body = { model: els.model.value, device: els.device.value, dtype: els.dtype.value };
     if (adapters.has(els.model.value)) body.merge = els.merge.checked;
     api("/api/load", body).then(({ res, data }) => {
