@@ -122,13 +122,34 @@ def mapped_ranges(folder: Path) -> list[tuple[int, int]]:
     return ranges
 
 
-def test_stream_lands_weights_in_the_shard_pages_without_a_copy(models_root: Path) -> None:
-    slot, events = load(models_root / "tiny")
-    assert events[-1].percent == 100
-    ranges = mapped_ranges(models_root / "tiny")
+@pytest.mark.parametrize("engine", ["stream", "transformers"])
+def test_loaded_weights_never_change_or_die_with_their_files(
+    models_root: Path, tmp_path: Path, engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fine-tuner re-saving into the folder just loaded: the model keeps the weights it loaded
+    (none lies in a mapping of the files), and a truncated shard cannot end the process."""
+    import shutil
+
+    import torch
+
+    monkeypatch.setenv("MACTUNER_ENGINE", engine)
+    folder = tmp_path / "resaved"
+    shutil.copytree(models_root / "tied", folder)
+    slot, events = load(folder)
+    assert events[-1].percent == 100 and slot.loaded.metadata["engine"] == engine
+    ranges = mapped_ranges(folder)
     for name, p in slot.loaded.model.named_parameters():
-        assert any(lo <= p.data_ptr() < hi for lo, hi in ranges), f"{name} was copied out of the shard mapping"
-    assert slot.loaded.metadata["engine"] == "stream"
+        assert not any(lo <= p.data_ptr() < hi for lo, hi in ranges), f"{name} lies in a mapping of its shard"
+    before = {k: v.clone() for k, v in slot.loaded.model.state_dict().items()}
+    (shard,) = sorted(folder.glob("*.safetensors"))
+    with open(shard, "r+b") as f:  # rewritten in place, as a trainer's save does
+        size = f.seek(0, 2)
+        f.seek(size // 2)
+        f.write(b"\x7f" * (size - size // 2))
+    assert all(torch.equal(before[k], v) for k, v in slot.loaded.model.state_dict().items())
+    os.truncate(shard, 16)
+    after = slot.loaded.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_reads_start_before_the_weights_stage_and_are_credited(models_root: Path) -> None:
@@ -228,19 +249,22 @@ def test_the_fallback_path_still_reports_per_tensor(models_root: Path, monkeypat
 
 
 def resident_bytes(folder: Path) -> int:
-    """Bytes of the shards mapped into this process now (smaps Rss): what landed in the tensors'
-    storage. (The page cache may hold more: the kernel reads ahead of the chunks asked for.)"""
-    total, current = 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        head = line.split()
-        if head and "-" in head[0] and not head[0].endswith(":"):  # a mapping's first line (path optional)
-            current = len(head) >= 6 and head[-1].startswith(str(folder)) and head[-1].endswith(".safetensors")
-        elif current and line.startswith("Rss:"):
-            total += int(head[1]) * 1024
+    """Bytes of the shards in the page cache now (mincore): what the load has read. (The kernel
+    reads a little ahead of the chunks asked for.)"""
+    from loader.pipeline.weights.pagecache import cached_share
+
+    total = 0
+    for f in folder.glob("*.safetensors"):
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            total += int((cached_share(fd, 0, size) or 0.0) * size)
+        finally:
+            os.close(fd)
     return total
 
 
-def test_bytes_done_follows_the_bytes_really_landed_under_a_read_cap(damaged: Path) -> None:
+def test_bytes_done_never_runs_ahead_of_the_bytes_read_under_a_read_cap(damaged: Path) -> None:
     for f in damaged.glob("*.safetensors"):  # cold, so the page cache holds only what the load read
         fd = os.open(f, os.O_RDONLY)
         os.fsync(fd)  # freshly written pages are dirty, and dirty pages are not dropped
@@ -251,8 +275,9 @@ def test_bytes_done_follows_the_bytes_really_landed_under_a_read_cap(damaged: Pa
     def compare(event: ProgressEvent) -> None:
         d = event.detail
         if event.stage is Stage.WEIGHTS and 0 < d.bytes_done < d.bytes_total:
-            gaps.append(abs(resident_bytes(damaged) - d.bytes_done) / d.bytes_total)
+            gaps.append((d.bytes_done - resident_bytes(damaged)) / d.bytes_total)  # > 0: claimed, not read
 
     _, events = load(damaged, on_event=compare, read_limit_bps=30e6)
     assert [e for e in events if e.stage is Stage.WEIGHTS][-1].detail.cache == "cold"
-    assert len(gaps) >= 5 and max(gaps) <= 0.05, gaps
+    # Never ahead of what the disk gave (the page cache may be ahead of it: the kernel reads ahead).
+    assert len(gaps) >= 5 and max(gaps) <= 0.02, gaps

@@ -243,3 +243,29 @@ def test_a_quantized_checkpoint_without_its_package_names_the_package(root: Path
         load_in_process(root / "bnb")
     assert refused.value.code == "missing_package"
     assert "pip install bitsandbytes" in refused.value.user_message and "transformers" not in refused.value.user_message
+
+
+def test_the_terminal_names_ignored_tensors_and_reads_a_base_anywhere(root: Path, tmp_path: Path) -> None:
+    """``loadmodel`` is the user's own shell: an adapter's base outside the models folder loads, and
+    the tensors a checkpoint's model had no place for are named after the success line."""
+    import subprocess
+
+    from .conftest import PYTHON, ROOT, migrate, server_env
+
+    elsewhere = tmp_path / "elsewhere" / "base"
+    shutil.copytree(root / "tiny", elsewhere)
+    _add_tensor(elsewhere, "model.extra_head.weight")
+    layouts.write_lora(root / "lora-out", root / "tiny", str(elsewhere))
+    env = server_env(root, tmp_path / "cli.sqlite3") | {"LANG": "en_US.UTF-8"}
+    migrate(env)
+    run = subprocess.run(
+        [PYTHON, "manage.py", "loadmodel", "lora-out", "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    snapshot = json.loads(run.stdout)
+    assert snapshot["metadata"]["adapter"]["base"] == str(elsewhere)
+    assert snapshot["metadata"]["ignored_tensors"]["names"] == ["model.extra_head.weight"]
+    assert "model.extra_head.weight" in snapshot["notes"][-1]["en"]
+    note = next(line for line in run.stderr.splitlines() if line.startswith("ℹ"))
+    assert "model.extra_head.weight" in note and "not loaded" in note and not HANGUL.search(note), run.stderr

@@ -84,6 +84,7 @@ def job_snapshot(job: LoadJob | None) -> dict[str, Any] | None:
         "timings": job.timings or {},
         "expected_total_s": expected_total_seconds(job.model_name) if job.is_active else None,
         "metadata": job.metadata or {},
+        "notes": load_notes(job.metadata),
         "stalled": job_is_stalled(job),
         "cancel_requested": job.cancel_requested,
         "owner": {"host": job.owner_host, "pid": job.owner_pid},
@@ -112,8 +113,14 @@ def loaded_summary(row: ServerProcess) -> dict[str, Any]:
         "name": row.model_name, "path": row.model_path, "device": row.device, "dtype": row.dtype,
         "display_name": name_view(row.model_name).display,
         "metadata": row.metadata, "owner": {"host": row.host, "pid": row.pid, "model_host_pid": row.host_pid},
-        "loaded_at": _iso(row.loaded_at),
+        "loaded_at": _iso(row.loaded_at), "notes": load_notes(row.metadata),
     }  # fmt: skip
+
+
+def load_notes(metadata: dict[str, Any] | None) -> list[dict[str, str]]:
+    """What the load changed from what was asked, or left out (ignored tensors), in both languages."""
+    notes = (metadata or {}).get("notes") or []
+    return [both(n.get("template", ""), n.get("params")) for n in notes if isinstance(n, dict)]
 
 
 LOST_REASONS = {

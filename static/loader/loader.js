@@ -14,7 +14,7 @@
     load: $("load-btn"), cancel: $("cancel-btn"), unload: $("unload-btn"), notice: $("notice"),
     box: $("progress-box"), icon: $("progress-icon"), title: $("progress-title"), message: $("progress-message"),
     fill: $("progress-fill"), percent: $("progress-percent"), detail: $("progress-detail"), stall: $("progress-stall"),
-    card: $("metadata-card"), metaName: $("meta-name"), metaList: $("meta-list"), conn: $("connection"),
+    card: $("metadata-card"), metaName: $("meta-name"), metaList: $("meta-list"), metaNotes: $("meta-notes"), conn: $("connection"),
     chart: $("stage-chart"), historyBody: $("history-body"), historyEmpty: $("history-empty"),
     mergeRow: $("merge-row"), merge: $("merge-check"),
   };
@@ -234,6 +234,10 @@
         dd.append(" ", note);
       }
       return [dt, dd];
+    }));
+    // What the load changed from what was asked or left out (tensors the model had no place for).
+    els.metaNotes.replaceChildren(...(loaded.notes || []).map((n) => {
+      const li = document.createElement("li"); li.textContent = "ℹ " + (n[window.MACTUNER_LANG] || n.ko || ""); return li;
     }));
   }
 

@@ -175,6 +175,9 @@ class Command(BaseCommand):
             took = f"{job.timings.get('total', 0):.2f}s"
             said = f"{visible_name(name)} ({terminal_value(job.device)}, {terminal_value(job.dtype)}, {took})"
             self.stderr.write(self.style.SUCCESS(f"{gettext('✅ 모델 로드 완료!')} {said}"))
+            for note in (job.metadata or {}).get("notes") or []:  # what changed from what was asked, or was left out
+                text = in_lang(note.get("template", ""), note.get("params") or {}, opts["lang"])
+                self.stderr.write(f"ℹ {terminal_value(text)}")
             return
         if job.state == "cancelled":
             self.stderr.write(gettext("로드가 취소되었습니다."))

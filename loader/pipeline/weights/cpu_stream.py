@@ -1,34 +1,40 @@
-"""``CpuStream``: the shards mapped privately (copy-on-write) and paged in by parallel reads.
+"""``CpuStream``: each shard's data section read by parallel ``preadv`` into the host's own memory.
 
-See engine.py for why a mapping rather than reads into fresh memory: the page-cache page *is* the
-tensor's storage, so the bytes land once, and nothing is left lazily mapped at 100 %.
+The bytes land in anonymous memory, not in a mapping of the file: a loaded model must never change
+or die with its files. Fine-tuners re-save into the folder they just loaded from; with weights
+backed by the file's pages (as plain transformers leaves them), rewriting a shard in place changed
+the loaded tensors and truncating one would end the process with SIGBUS at the next read. The cost
+is one copy out of the page cache on a hot load (BENCHMARKS.md, "#19 item 11"); cold, the copy
+hides behind the disk.
 """
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import mmap
 import os
 from typing import Any
 
-from loader.pipeline.errors import ShardCorrupt
-from loader.pipeline.i18n import gettext_noop
-from loader.pipeline.weights.pagecache import address_of, cache_state, populate, sampled_resident_fraction
+from loader.pipeline.weights.pagecache import cache_state, cached_share
 from loader.pipeline.weights.stream import HOT_CHUNK, Stream
 
 
 class CpuStream(Stream):
-    """Private (copy-on-write) mappings of each shard, paged in with MADV_POPULATE_READ."""
+    """Anonymous destination buffers, one per shard, filled by the readers' ``preadv`` calls."""
+
+    # The load thread waits for every byte before transformers builds the model (streamed.py):
+    # all cores copy, none is kept for it.
+    spare_core = False
 
     def open(self) -> None:
-        self.maps = [mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE) for fd in self.fds]
-        self.anchors = [address_of(m) for m in self.maps]
         self.cache = cache_state(
             [
-                (sampled_resident_fraction(a + s.data_start, s.data_len), s.data_len)
-                for (a, _), s in zip(self.anchors, self.shards, strict=True)
+                (cached_share(fd, s.data_start, s.data_len), s.data_len)
+                for fd, s in zip(self.fds, self.shards, strict=True)
             ]
         )
+        self.dests = [_anonymous(s.data_len) for s in self.shards]
+        self.views = [memoryview(d) for d in self.dests]
 
     def hot_chunk(self) -> int:
         # Page-cache bytes land at several GB/s: 16 MB reads would each end in ~3 ms and each
@@ -37,33 +43,33 @@ class CpuStream(Stream):
         return HOT_CHUNK if self.cache == "hot" else 0
 
     def read(self, k: int, off: int, n: int) -> None:
-        shard = self.shards[k]
-        address = self.anchors[k][0] + shard.data_start + off
-        err = populate(address, n)
-        if err == 0:
-            return
-        if err == errno.EFAULT:  # pages past the end of the file: it was truncated under us
-            raise self.truncated(shard, f"page-in failed at offset {shard.data_start + off}")
-        if err != errno.EINVAL:
-            raise ShardCorrupt(
-                gettext_noop("가중치 파일을 읽을 수 없습니다: {name}", name=shard.path.name), os.strerror(err)
-            )
-        # Kernel before 5.14: read the bytes positionally instead (the file's size is checked first,
-        # since touching a mapped page past the end would kill the process).
-        if os.fstat(self.fds[k]).st_size < shard.data_start + off + n:
-            raise self.truncated(shard, "shorter than its header says")
-        os.pread(self.fds[k], n, shard.data_start + off)
+        shard, view, done = self.shards[k], self.views[k][off : off + n], 0
+        while done < n:  # preadv releases the GIL; a short read goes on where it stopped
+            got = os.preadv(self.fds[k], [view[done:]], shard.data_start + off + done)
+            if got == 0:
+                raise self.truncated(shard, f"end of file at offset {shard.data_start + off + done}")
+            done += got
 
     def buffers(self) -> list[Any]:
         import torch
 
-        out = []
-        for m, s in zip(self.maps, self.shards, strict=True):
-            whole = torch.frombuffer(m, dtype=torch.uint8) if len(m) else torch.empty(0, dtype=torch.uint8)
-            out.append(whole[s.data_start : s.data_start + s.data_len])
-        return out
+        # frombuffer keeps the mapping alive while any tensor views it; unmapped when the last goes.
+        return [
+            torch.frombuffer(d, dtype=torch.uint8) if len(d) else torch.empty(0, dtype=torch.uint8) for d in self.dests
+        ]
 
     def release(self) -> None:
-        # The model's tensors keep their mappings alive; ours go, and a mapping nobody uses is unmapped.
-        self.anchors = []
-        self.maps = []
+        # The model's tensors keep their shard's buffer alive; the stream's references go.
+        self.views = []
+        self.dests = []
+
+
+def _anonymous(size: int) -> mmap.mmap:
+    """Private anonymous memory for one shard, in huge pages where the kernel has them: a 4 KB page
+    fault per 4 KB copied is what makes the copy slow (measured: 1 GB in 0.5 s on 4 KB pages,
+    0.19 s on 2 MB pages, 2 threads)."""
+    mem = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        with contextlib.suppress(OSError):
+            mem.madvise(mmap.MADV_HUGEPAGE)
+    return mem

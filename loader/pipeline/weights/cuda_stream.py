@@ -38,10 +38,13 @@ class CudaStream(Stream):
     def open(self) -> None:
         import torch
 
-        from loader.pipeline.weights.pagecache import cache_state
+        from loader.pipeline.weights.pagecache import cache_state, cached_share
 
         self.cache = cache_state(
-            [(_cached_share(fd, s), s.data_len) for fd, s in zip(self.fds, self.shards, strict=True)]
+            [
+                (cached_share(fd, s.data_start, s.data_len), s.data_len)
+                for fd, s in zip(self.fds, self.shards, strict=True)
+            ]
         )
         device = torch.device("cuda", torch.cuda.current_device())
         self.side = torch.cuda.Stream(device=device)
@@ -128,19 +131,3 @@ def _take_ring(nbytes: int) -> Any:
         del ring
         ring = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
     return ring
-
-
-def _cached_share(fd: int, shard: Shard) -> float | None:
-    import mmap
-
-    from loader.pipeline.weights.pagecache import address_of, sampled_resident_fraction
-
-    if shard.data_len == 0:
-        return None
-    mm = mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE)
-    address, anchor = address_of(mm)
-    try:
-        return sampled_resident_fraction(address + shard.data_start, shard.data_len)
-    finally:
-        del anchor
-        mm.close()

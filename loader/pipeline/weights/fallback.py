@@ -93,35 +93,45 @@ class WeightsTracker:
 
     # pass 2 --------------------------------------------------------------------------------
     def page_in(self, model: Any) -> None:
+        """Pass 2: every CPU weight into the process's own memory. A tensor transformers left on
+        a mapping of its file (a storage that cannot resize: safetensors' mmap) is copied out in
+        chunks, so the loaded model never changes or dies with its files (a trainer re-saving in
+        place; a truncation would be SIGBUS at the next read); others are paged in."""
         import torch
 
-        seen: set[int] = set()
-        todo: list[tuple[int, int, Any]] = []
+        groups: dict[int, list[Any]] = {}  # tensors sharing memory stay sharing it (tied weights)
+        shard_of: dict[int, int] = {}
         for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
             if tensor.device.type != "cpu" or tensor.numel() == 0 or not tensor.is_contiguous():
                 continue
-            ptr = tensor.data_ptr()
-            if ptr in seen:
-                continue
-            seen.add(ptr)
+            groups.setdefault(tensor.data_ptr(), []).append(tensor)
             info = self.info.tensors.get(name)
-            todo.append((ptr, info.shard if info else 0, tensor))
-        todo.sort(key=lambda entry: (entry[1] or self.shards, entry[0]))
-        self.pass2_total = max(sum(t.numel() * t.element_size() for _, _, t in todo), 1)
+            shard_of.setdefault(tensor.data_ptr(), info.shard if info else 0)
+        todo = sorted(groups.items(), key=lambda entry: (shard_of[entry[0]] or self.shards, entry[0]))
+        self.pass2_total = max(sum(ts[0].numel() * ts[0].element_size() for _, ts in todo), 1)
         chunk = (
             CHUNK_BYTES if self.read_limit_bps <= 0 else max(1 << 20, min(CHUNK_BYTES, int(self.read_limit_bps / 10)))
         )
-        for ptr, shard, tensor in todo:
-            if shard:
-                self.shard = shard
-            nbytes = tensor.numel() * tensor.element_size()
+        for ptr, tensors in todo:
+            if shard_of[ptr]:
+                self.shard = shard_of[ptr]
+            first = tensors[0]
+            mapped = not first.untyped_storage().resizable()
+            own = torch.empty_like(first) if mapped else first
+            source, dest = first.detach().reshape(-1).view(torch.uint8), own.detach().reshape(-1).view(torch.uint8)
+            nbytes = first.numel() * first.element_size()
             for offset in range(0, nbytes, chunk):
                 self.check_cancel()
                 length = min(chunk, nbytes - offset)
-                populate(ptr + offset, length, tensor, offset, torch)
+                populate(ptr + offset, length, first, offset, torch)  # fault-free, typed if truncated
+                if mapped:
+                    dest[offset : offset + length].copy_(source[offset : offset + length])
                 self.pass2_done += length
                 self._pace()
                 self.emit()
+            if mapped:
+                for tensor in tensors:
+                    tensor.data = own
         self.pass2_done = self.pass2_total
         self.shard = self.shards
 

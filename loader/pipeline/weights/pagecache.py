@@ -66,3 +66,17 @@ def cache_state(fractions: list[tuple[float | None, int]]) -> str:
         return "unknown"
     share = sum(f * n for f, n in known) / max(sum(n for _, n in known), 1)
     return "hot" if share >= 0.9 else "cold" if share <= 0.1 else "mixed"
+
+
+def cached_share(fd: int, start: int, length: int) -> float | None:
+    """How much of a file's byte range is in the page cache (mincore on a short-lived mapping:
+    nothing is read or faulted in)."""
+    if length == 0:
+        return None
+    mm = mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE)
+    address, anchor = address_of(mm)
+    try:
+        return sampled_resident_fraction(address + start, length)
+    finally:
+        del anchor
+        mm.close()

@@ -28,6 +28,7 @@ HOT_CHUNK = 128 << 20
 
 class Stream:
     threads = 4
+    spare_core = True  # hot reads are CPU work: leave a core to a load thread that runs meanwhile
 
     def __init__(self, shards: list[Shard], cancel: threading.Event, read_limit_bps: float = 0.0) -> None:
         self.shards = shards
@@ -97,7 +98,7 @@ class Stream:
         if self.limit <= 0 and self.hot_chunk() > CHUNK:
             self.chunks = self._plan(self.hot_chunk())  # before any reader starts
             # Paging in cached bytes is CPU work, not waiting: leave a core to the load thread.
-            self.threads = max(1, min(self.threads, (os.cpu_count() or 2) - 1))
+            self.threads = max(1, min(self.threads, (os.cpu_count() or 2) - self.spare_core))
         self.open_s = time.monotonic() - t0
         self.opened.set()
 

@@ -125,10 +125,9 @@ def load_streamed(
     stream: Stream, progress: StreamProgress, model_cls: Any, config: Any, dtype_arg: Any, target: str,
     path: Path, cancel: threading.Event, set_hook: Callable[[Any], Any], converting: bool,
 ) -> Any:  # fmt: skip
-    if target != "cpu":
-        progress.wait(cancel)  # every byte on the device before transformers reads a tensor
-    else:
-        progress.wait(cancel, until=stream.opened)  # the shards are mapped (reads go on)
+    # Every byte landed before transformers reads a tensor: its converters (fused or split
+    # projections) copy values while it builds, and the destination memory is the stream's own.
+    progress.wait(cancel)
     state_dict = tensor_views(stream.shards, stream.buffers())
     count = len(state_dict)
 
