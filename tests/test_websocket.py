@@ -51,7 +51,7 @@ def test_first_message_is_the_current_state() -> None:
         comm = await connect()
         first = await comm.receive_json_from(timeout=5)
         assert first.pop("emitted_at") > 0
-        assert first == {"type": "snapshot", "job": None, "loaded": None, "held": [], "lost": None}
+        assert first == {"type": "snapshot", "job": None, "loaded": None, "held": [], "lost": None, "generation": None}
         await comm.disconnect()
 
     async_to_sync(body)()

@@ -1,7 +1,8 @@
 """The model-host process: imports torch/transformers, holds the model, runs the staged load.
 
 Started by ``supervisor.Host`` as ``python -m loader.host FD`` (a fresh interpreter), it talks
-over the socket ``FD`` (``protocol``). Commands: ``load``, ``cancel``, ``unload``, ``exit``.
+over the socket ``FD`` (``protocol``). Commands: ``load``, ``cancel``, ``unload``, ``generate``,
+``gen_cancel``, ``exit``.
 It starts importing the heavy libraries at once, so a click after the server starts finds them
 ready or nearly so. It ignores Ctrl-C (the terminal's signal is for its parent, which decides)
 and dies with its parent: on Linux by ``PR_SET_PDEATHSIG``, elsewhere when the socket closes.
@@ -91,6 +92,7 @@ class Host:
         self.out = out
         self.slot = ModelSlot()
         self.cancels: dict[int, threading.Event] = {}
+        self.gen_cancels: dict[int, threading.Event] = {}
         self.fresh_rss = _rss()
         # RSS after the first unload of a model on each device: CUDA/MPS keep a context (and CUDA the
         # pinned ring) on purpose, so a host that used them is judged against itself, not a fresh one.
@@ -151,6 +153,33 @@ class Host:
         finally:
             self.cancels.pop(job_id, None)
 
+    def generate(self, gen_id: int, spec: dict[str, Any]) -> None:
+        cancel = self.gen_cancels.setdefault(gen_id, threading.Event())
+        threading.Thread(target=self._generate, args=(gen_id, spec, cancel), name=f"gen-{gen_id}", daemon=True).start()
+
+    def _generate(self, gen_id: int, spec: dict[str, Any], cancel: threading.Event) -> None:
+        from loader.pipeline.generate import GenerationRequest, Progress, generate
+
+        def update(progress: Progress) -> None:
+            self.out.send({"t": "gen", "id": gen_id, "state": "running", **progress.to_dict()})
+
+        loaded = self.slot.loaded
+        try:
+            if loaded is None:
+                self.out.send({"t": "gen", "id": gen_id, "state": "failed", "error": {"code": "no_model"}})
+                return
+            request = GenerationRequest(str(spec["prompt"]), int(spec["max_new_tokens"]), bool(spec.get("chat")))
+            result = generate(loaded, request, update, cancel)
+            state = "cancelled" if cancel.is_set() else "done"
+            self.out.send({"t": "gen", "id": gen_id, "state": state, **result.to_dict()})
+        except BaseException as exc:  # the model's own error (a tokenizer without a pad token…): said as text
+            detail = "".join(traceback.format_exception(exc))
+            error = {"code": "generation_failed", "detail": detail[-20000:], "reason": str(exc)[:300]}
+            self.out.send({"t": "gen", "id": gen_id, "state": "failed", "error": error})
+        finally:
+            del loaded
+            self.gen_cancels.pop(gen_id, None)
+
     def unload(self) -> None:
         if self.slot.busy:
             self.out.send({"t": "unloaded", "busy": True, "had": False, "rss": _rss()})
@@ -176,6 +205,10 @@ class Host:
                 self.load(message["id"], message["request"])
             elif op == "cancel":
                 self.cancels.setdefault(int(message.get("id", 0)), threading.Event()).set()
+            elif op == "generate" and isinstance(message.get("id"), int) and isinstance(message.get("request"), dict):
+                self.generate(message["id"], message["request"])
+            elif op == "gen_cancel":
+                self.gen_cancels.setdefault(int(message.get("id", 0)), threading.Event()).set()
             elif op == "unload":
                 self.unload()
             elif op == "exit":

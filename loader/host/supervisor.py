@@ -108,6 +108,8 @@ def _valid(message: dict[str, Any]) -> bool:
         return isinstance(message.get("model"), dict)
     if kind == "failed":
         return isinstance(message.get("error"), dict)
+    if kind == "gen":  # a generation's progress or end (generation.py)
+        return isinstance(message.get("state"), str) and isinstance(message.get("text", ""), str)
     return kind in ("dropped", "cancelled")
 
 
@@ -254,7 +256,7 @@ class Host:
             following = self._following
         if following is not None and following[0] is process:
             following[1].put(message, nbytes)
-        elif message.get("t") not in ("event", "dropped", *FINAL):
+        elif message.get("t") not in ("event", "dropped", "gen", *FINAL):
             log.warning("model host %s: unexpected %r outside a load", process.pid, message.get("t"))
 
     def _died(self, process: _Process) -> None:

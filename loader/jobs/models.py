@@ -55,6 +55,8 @@ class LoadJob(models.Model):
     lang = models.CharField(max_length=8, default="ko")
     # For a PEFT adapter: merge it into its base (``merge_and_unload``) rather than keep it separate.
     merge = models.BooleanField(default=False)
+    # The load's click to the first token of the first generation after it: what "ready" cost the user.
+    first_token_s = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
+from loader.jobs import gen_state
 from loader.jobs.history import expected_total_seconds
 from loader.jobs.i18n import both
 from loader.jobs.local import IDENTITY, pid_alive
@@ -35,8 +36,19 @@ def job_latest() -> LoadJob | None:
     return LoadJob.objects.order_by("-id").first()
 
 
-def job_list(*, limit: int) -> list[LoadJob]:
-    return list(LoadJob.objects.order_by("-id")[:limit])
+def job_list(*, limit: int, before: int | None = None) -> list[LoadJob]:
+    """The newest ``limit`` jobs, or those older than job ``before`` (ids only grow, so the id is
+    the order: a page never skips or repeats a row while new loads are added above it)."""
+    jobs = LoadJob.objects.order_by("-id")
+    if before is not None:
+        jobs = jobs.filter(id__lt=before)
+    return list(jobs[:limit])
+
+
+def job_page(*, limit: int, before: int | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """A page of job snapshots, newest first, and whether older ones remain (one row more is read)."""
+    jobs = job_list(limit=limit + 1, before=before)
+    return [snapshot for job in jobs[:limit] if (snapshot := job_snapshot(job)) is not None], len(jobs) > limit
 
 
 def _iso(value: Any) -> str | None:
@@ -82,6 +94,7 @@ def job_snapshot(job: LoadJob | None) -> dict[str, Any] | None:
         "lang": job.lang,  # the language of ``message`` (the requester's)
         "detail": DETAIL_DEFAULTS | (job.detail or {}),
         "timings": job.timings or {},
+        "first_token_s": job.first_token_s,  # the load's click to the first generated token
         "expected_total_s": expected_total_seconds(job.model_name) if job.is_active else None,
         "metadata": job.metadata or {},
         "notes": load_notes(job.metadata),
@@ -124,6 +137,9 @@ def load_notes(metadata: dict[str, Any] | None) -> list[dict[str, str]]:
 
 
 LOST_REASONS = {
+    "generation_killed": gettext_noop(
+        "생성이 멈추지 않아 모델 호스트를 다시 시작했습니다({signal}). 모델 {name}이(가) 언로드되었습니다. 다시 로드하세요."
+    ),
     "host_died": gettext_noop(
         "모델 호스트 프로세스가 종료되어({signal}) 모델 {name}이(가) 메모리에서 사라졌습니다. 다시 로드하세요."
     ),
@@ -164,8 +180,17 @@ def loader_state(*, job: LoadJob | None = None, holders: list[ServerProcess] | N
         # Every live server's model (one per server): memory held anywhere is never hidden.
         "held": [loaded_summary(row) for row in holders],
         "lost": None if holders else model_lost(),
+        "generation": _generation(holders),  # a late joiner sees the running (or last) generation first
         "emitted_at": time.time(),
     }
+
+
+def _generation(holders: list[ServerProcess]) -> dict[str, Any] | None:
+    """The running generation, or the last one while its model is still the one loaded."""
+    generation = gen_state.current()
+    if generation is None or generation.get("state") == "running":
+        return generation
+    return generation if holders and holders[0].model_name == generation.get("model") else None
 
 
 def loader_state_safe(job: LoadJob, holders: list[ServerProcess] | None = None) -> dict[str, Any]:
@@ -176,5 +201,5 @@ def loader_state_safe(job: LoadJob, holders: list[ServerProcess] | None = None) 
     except DatabaseError:
         return {
             "type": "snapshot", "job": job_snapshot(job), "loaded": None, "held": [], "lost": None,
-            "emitted_at": time.time(),
+            "generation": gen_state.current(), "emitted_at": time.time(),
         }  # fmt: skip

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from loader.web import views
+from loader.web import generate_views, views
 
 urlpatterns = [
     path("", views.page, name="page"),
@@ -10,4 +10,6 @@ urlpatterns = [
     path("api/load", views.load, name="api-load"),
     path("api/cancel", views.cancel, name="api-cancel"),
     path("api/unload", views.unload, name="api-unload"),
+    path("api/generate", generate_views.generate, name="api-generate"),
+    path("api/generate/cancel", generate_views.generate_cancel, name="api-generate-cancel"),
 ]
