@@ -133,3 +133,23 @@ def test_a_late_joiner_gets_the_generation_in_its_first_snapshot(client: Client)
     message = async_to_sync(first)()
     assert message["generation"]["id"] == res.json()["id"] and message["generation"]["text"] == res.json()["text"]
     assert message["loaded"]["name"] == "tiny"
+
+
+def test_a_generation_stuck_in_native_code_costs_the_host_and_the_page_says_the_model_is_gone(
+    client: Client, test_host: Any
+) -> None:
+    test_host("stuck_generation")  # the real host; a prompt "STUCK" holds its GIL in a regex
+    load(client)
+    res = post(client, "/api/generate", {"prompt": "STUCK", "max_new_tokens": 4})
+    assert res.status_code == 202, res.content
+    gen_id = res.json()["generation"]["id"]
+    assert post(client, "/api/generate/cancel", {}).status_code == 202
+    ended = wait_generation(gen_id, timeout=30)
+    assert ended["state"] == "cancelled" and ended["error"]["code"] == "host_killed", ended
+    assert not HANGUL.search(ended["error"]["text"]["en"])
+    status = client.get("/api/status", HTTP_ACCEPT_LANGUAGE="en").json()
+    assert status["loaded"] is None and status["lost"]["code"] == "generation_killed", status
+    assert "tiny" in status["lost"]["text"]["en"]
+    load(client)  # a fresh host: the next load works
+    res = post(client, "/api/generate", {"prompt": "hello", "max_new_tokens": 2, "wait": True})
+    assert res.status_code == 200 and res.json()["state"] == "done"
