@@ -8,12 +8,12 @@ import platform
 import sys
 from typing import Any
 
+from loader.pipeline.dtypes import LOADABLE_NAMES
 from loader.pipeline.errors import DeviceUnavailable, InvalidOption
 from loader.pipeline.i18n import gettext_noop
 
 DEVICES = ("auto", "mps", "cuda", "cpu")
-DTYPES = ("auto", "bfloat16", "float16", "float32")
-DTYPE_ELEMENT_SIZE = {"bfloat16": 2, "float16": 2, "float32": 4}
+DTYPES = ("auto", *LOADABLE_NAMES)
 
 
 def validate_options(device: str, dtype: str) -> None:
@@ -187,6 +187,9 @@ def release_memory(collect: bool = True) -> None:
 
 
 def torch_dtype(name: str) -> Any:
+    """The torch dtype for a loadable dtype name (one of ``LOADABLE_NAMES``)."""
     import torch
 
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+    if name not in LOADABLE_NAMES:
+        raise KeyError(name)
+    return getattr(torch, name)

@@ -13,9 +13,11 @@ import importlib
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from loader.pipeline import device as devices
+from loader.pipeline.dtypes import FLOAT_NAMES
 from loader.pipeline.errors import ConfigUnreadable, FolderUnreadable, RemoteCodeRefused, UnknownArchitecture
 from loader.pipeline.i18n import gettext_noop
 from loader.pipeline.inspect.adapters import preflight_adapter
@@ -25,7 +27,18 @@ from loader.pipeline.inspect.safefs import TOKENIZER_CAP, JsonUnreadable, folder
 from loader.pipeline.request import LoadRequest
 
 _IMPORT_LOCK = threading.Lock()
-FLOAT_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """What the skeleton check settled, for the stages: the parsed config (the tokenizer and config
+    stages reuse it instead of parsing the folder again) and the dtype the model is planned in.
+
+    The meta model itself is not kept: ``from_pretrained`` builds the real class afresh.
+    """
+
+    config: Any
+    dtype: str
 
 
 IMPORT_STEPS = (
@@ -74,7 +87,6 @@ def _preflight_model(
     request: LoadRequest, on_inspected: Callable[[CheckpointInfo], None] | None = None
 ) -> CheckpointInfo:
     from loader.pipeline.inspect.skeleton import build_meta, check_counts, check_layers, compare, target_dtype
-    from loader.pipeline.weights.reuse import Skeleton
 
     try:
         info = inspect_checkpoint(request.path)
@@ -98,7 +110,7 @@ def _preflight_model(
     dtype = target_dtype(request.dtype, info.config, info)
     model = build_meta(model_cls, config, dtype)
     info.plan = compare(model, info, dtype)
-    info.skeleton = Skeleton(model_cls, config, dtype, model)
+    info.skeleton = Skeleton(config, dtype)
     return info
 
 
@@ -118,7 +130,7 @@ def check_config_fields(config: dict[str, Any]) -> None:
             gettext_noop("config.json의 model_type은 문자열이어야 합니다."), "model_type is not a string"
         )
     for key in ("dtype", "torch_dtype"):
-        if config.get(key) is not None and config[key] not in FLOAT_DTYPE_NAMES:
+        if config.get(key) is not None and config[key] not in FLOAT_NAMES:
             raise ConfigUnreadable(
                 gettext_noop(
                     "config.json의 {key}는 부동소수점 형식이어야 합니다: {str}", key=key, str=str(config[key])[:40]

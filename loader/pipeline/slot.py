@@ -15,6 +15,7 @@ import weakref
 from typing import Any
 
 from loader.pipeline import device as devices
+from loader.pipeline.dtypes import element_size
 from loader.pipeline.errors import DoesNotFit, LoadCancelled, LoaderBusy, LoadError
 from loader.pipeline.events import EventCallback
 from loader.pipeline.i18n import as_note, gettext_noop
@@ -134,7 +135,7 @@ class ModelSlot:
 
     def _check_fits(self, request: LoadRequest, info: Any, max_bytes: int | None) -> None:
         target = devices.resolve_device(request.device)
-        element = devices.DTYPE_ELEMENT_SIZE.get(request.dtype)
+        element = element_size(request.dtype)
         need = info.bytes_at(element)
         if info.plan is not None:  # what the config implies, in the dtype the model will hold
             need = max(need, info.plan.nbytes)

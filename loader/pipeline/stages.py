@@ -11,16 +11,8 @@ import time
 from typing import Any
 
 from loader.pipeline import device as devices
-from loader.pipeline.errors import (
-    ConfigUnreadable,
-    DeviceUnavailable,
-    LoadCancelled,
-    LoadError,
-    MissingPackage,
-    OutOfMemory,
-    ShardCorrupt,
-    TokenizerError,
-)
+from loader.pipeline.boundary import weights_error
+from loader.pipeline.errors import LoadCancelled, LoadError, TokenizerError
 from loader.pipeline.events import EventCallback, ProgressEvent, Stage, WeightsDetail, overall_percent, stage_message
 from loader.pipeline.i18n import as_note, gettext_noop
 from loader.pipeline.inspect.adapters import base_request
@@ -33,7 +25,6 @@ from loader.pipeline.weights import engine
 from loader.pipeline.weights.adapter import attach_adapter
 from loader.pipeline.weights.engine import STREAM
 from loader.pipeline.weights.fallback import load_observed, move_to_device
-from loader.pipeline.weights.reuse import builder
 from loader.pipeline.weights.stream import Stream
 from loader.pipeline.weights.streamed import EarlyReads, StreamProgress, load_streamed, start_stream
 
@@ -160,10 +151,9 @@ def _stages(
     _check(cancel)
 
     rep.enter(Stage.CONFIG)
-    skeleton = info.skeleton
     # The preflight parsed this folder's config already (the same call); the skeleton holds it.
-    config = skeleton.config if skeleton is not None else load_config(transformers, request)
-    model_cls = builder(model_class(transformers, config), skeleton)
+    config = info.skeleton.config if info.skeleton is not None else load_config(transformers, request)
+    model_cls = model_class(transformers, config)
     rep.report(1.0, force=True)
     _check(cancel)
 
@@ -216,35 +206,13 @@ def _stages(
             metadata["notes"] = notes
         rep.report(1.0, force=True)
     # The slot frees what a failed load held (after dropping the traceback that pins it).
-    except ImportError as exc:  # e.g. a quantized checkpoint whose backend is not installed
-        raise MissingPackage(
-            gettext_noop("이 모델에 필요한 패키지가 설치되어 있지 않습니다: {value}", value=exc), repr(exc)
-        ) from exc
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise OutOfMemory(
-            gettext_noop("메모리가 부족합니다({target}). 더 작은 모델이나 dtype을 선택하세요.", target=target),
-            repr(exc),
-        ) from exc
-    except TypeError as exc:
-        if target != "mps":
+    except LoadError:
+        raise
+    except Exception as exc:  # typed by its class, in one place; one no rule knows is a bug and propagates
+        typed = weights_error(exc, request.path.name, target)
+        if typed is None:
             raise
-        raise DeviceUnavailable(  # e.g. a dtype the Metal backend has no kernel for
-            gettext_noop("MPS(Apple GPU)가 이 모델을 올릴 수 없습니다: {reason}", reason=str(exc)[:200]), repr(exc)
-        ) from exc
-    except RecursionError as exc:  # a JSON file transformers reads (generation_config.json) nested absurdly
-        raise ConfigUnreadable(
-            gettext_noop("모델 폴더의 JSON 파일이 너무 깊게 중첩되어 읽을 수 없습니다: {name}", name=request.path.name),
-            "RecursionError while transformers read the folder's JSON files",
-        ) from exc
-    except (OSError, RuntimeError, ValueError, KeyError) as exc:
-        text = repr(exc)
-        if "safetensors" in text.lower() or "header" in text.lower() or "deserializ" in text.lower():
-            raise ShardCorrupt(
-                gettext_noop("가중치 파일을 읽을 수 없습니다(손상?): {name}", name=request.path.name), text
-            ) from exc
-        raise LoadError(
-            gettext_noop("모델 가중치를 불러오지 못했습니다: {name}", name=request.path.name), text
-        ) from exc
+        raise typed from exc
 
     devices.after_load(target)  # before the 100 %: temporaries freed, the device's copies finished
     rep.enter(Stage.DONE, emit=False)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from loader.pipeline.dtypes import FLOAT_CODES
 from loader.pipeline.errors import (
     ConfigUnreadable,
     FolderMissing,
@@ -34,7 +35,7 @@ from loader.pipeline.inspect.formats import (
     quant_refusal,
     refuse,
 )
-from loader.pipeline.inspect.header import DTYPE_BYTES, MAX_HEADER_BYTES, read_shard
+from loader.pipeline.inspect.header import MAX_HEADER_BYTES, read_shard
 from loader.pipeline.inspect.safefs import (
     CONFIG_CAP,
     JsonUnreadable,
@@ -45,10 +46,9 @@ from loader.pipeline.inspect.safefs import (
 )
 from loader.pipeline.inspect.torchbin import read_bin
 
-__all__ = ["DTYPE_BYTES", "FLOAT_DTYPES", "INDEX_NAME", "MAX_HEADER_BYTES", "CheckpointInfo", "TensorInfo"]
+__all__ = ["INDEX_NAME", "MAX_HEADER_BYTES", "CheckpointInfo", "TensorInfo"]
 
 INDEX_NAME = "model.safetensors.index.json"
-FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 
 
 @dataclass
@@ -75,7 +75,7 @@ class CheckpointInfo:
     format: str = SAFETENSORS  # or BIN: pytorch_model*.bin, read with the safe unpickler
     # A PEFT adapter loaded over this checkpoint (``adapters.AdapterInfo``); its bytes follow the base's.
     adapter: Any = None
-    # The preflight's meta model (``reuse.Skeleton``): from_pretrained adopts it instead of building again.
+    # The preflight's meta model (``preflight.Skeleton``): the config it was built from is reused.
     skeleton: Any = None
 
     @property
@@ -98,9 +98,7 @@ class CheckpointInfo:
         """Memory the weights need once loaded in a dtype of ``target_element_size`` bytes."""
         if target_element_size is None:
             return self.total_bytes
-        return sum(
-            t.numel * target_element_size if t.dtype in FLOAT_DTYPES else t.nbytes for t in self.tensors.values()
-        )
+        return sum(t.numel * target_element_size if t.dtype in FLOAT_CODES else t.nbytes for t in self.tensors.values())
 
 
 def _open_folder(path: Path) -> None:

@@ -15,16 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from loader.pipeline.dtypes import BY_CODE
 from loader.pipeline.errors import ShardCorrupt
 from loader.pipeline.i18n import gettext_noop
 from loader.pipeline.inspect.safefs import JsonUnreadable, open_regular
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 MAX_DIMS = 16
-DTYPE_BYTES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -64,7 +61,7 @@ def _entry(file: Path, name: str, raw: Any, data_len: int) -> HeaderEntry:
     if not isinstance(raw, dict):
         raise _corrupt(file, f"entry {label} is not an object")
     dtype, shape, offsets = raw.get("dtype"), raw.get("shape"), raw.get("data_offsets")
-    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+    if not isinstance(dtype, str) or dtype not in BY_CODE:
         raise _corrupt(file, f"entry {label} has an unknown dtype")
     if not isinstance(shape, list) or len(shape) > MAX_DIMS:
         raise _corrupt(file, f"entry {label} has a shape that is not a list of dimensions")
@@ -82,7 +79,7 @@ def _entry(file: Path, name: str, raw: Any, data_len: int) -> HeaderEntry:
             gettext_noop("가중치 파일이 잘렸습니다(불완전한 다운로드?): {name}", name=file.name),
             f"{file.name}: entry {label} ends past the end of the file",
         )
-    if end - start != numel * DTYPE_BYTES[dtype]:
+    if end - start != numel * BY_CODE[dtype].itemsize:
         raise _corrupt(file, f"entry {label}: data_offsets span {end - start} bytes, shape × dtype needs another size")
     return HeaderEntry(dtype, tuple(dims), numel, start, end)  # type: ignore[arg-type]
 

@@ -19,16 +19,16 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+from loader.pipeline.dtypes import FLOAT_CODES, LOADABLE_NAMES, name_of
 from loader.pipeline.errors import ConfigUnreadable, WeightsMismatch
 from loader.pipeline.i18n import gettext_noop
-from loader.pipeline.inspect.checkpoint import FLOAT_DTYPES, CheckpointInfo
+from loader.pipeline.inspect.checkpoint import CheckpointInfo
 
 # Bigger than any published model, small enough that the meta build stays well under a second.
 COUNT_LIMITS = (("layer", 1024), ("expert", 4096), ("head", 65536))
 MAX_MODULES = 50_000
 BUILD_DEADLINE_S = 10.0
 SHOWN_NAMES = 3
-_DTYPES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
 
 
 @dataclass(frozen=True)
@@ -106,14 +106,16 @@ def check_layers(config: dict[str, Any], info: CheckpointInfo) -> None:
 
 
 def target_dtype(requested: str, config: dict[str, Any], info: CheckpointInfo) -> str:
-    if requested in _DTYPES:
+    """The dtype the model is built in: the request's, else the config's, else what most tensors hold
+    (float64 and anything no device of ours loads become float32, as ``auto`` does)."""
+    if requested in LOADABLE_NAMES:
         return requested
     for key in ("dtype", "torch_dtype"):
-        if config.get(key) in _DTYPES:
+        if config.get(key) in LOADABLE_NAMES:
             return str(config[key])
-    stored = [t.dtype for t in info.tensors.values() if t.dtype in FLOAT_DTYPES]
-    by_code = {v: k for k, v in _DTYPES.items()}
-    return by_code.get(max(set(stored), key=stored.count), "float32") if stored else "float32"
+    stored = [t.dtype for t in info.tensors.values() if t.dtype in FLOAT_CODES]
+    name = name_of(max(set(stored), key=stored.count)) if stored else None
+    return name if name in LOADABLE_NAMES else "float32"
 
 
 def build_meta(model_cls: Any, config: Any, dtype: str) -> Any:

@@ -16,14 +16,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from loader.pipeline.dtypes import code_of
 from loader.pipeline.errors import FolderUnreadable, ShardCorrupt, UnsafePickle
 from loader.pipeline.i18n import gettext_noop
 from loader.pipeline.inspect.safefs import check_file
-
-TORCH_TO_CODE = {
-    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64", "int32": "I32",
-    "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,7 +75,7 @@ def read_bin(file: Path, root: Path) -> dict[str, BinTensor]:
     for name, tensor in state.items():
         if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
             continue  # transformers ignores non-tensor entries too
-        code = TORCH_TO_CODE.get(str(tensor.dtype).removeprefix("torch."), "U8")
+        code = code_of(str(tensor.dtype).removeprefix("torch.")) or "U8"
         numel = tensor.numel()
         out[name] = BinTensor(code, tuple(tensor.shape), numel, numel * tensor.element_size())
     return out

@@ -29,14 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loader.pipeline.dtypes import BY_CODE, code_of
 from loader.pipeline.inspect.checkpoint import CheckpointInfo
 
 STREAM, TRANSFORMERS = "stream", "transformers"
-TORCH_DTYPES = {
-    "BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64", "I64": "int64",
-    "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
-}  # fmt: skip
-ITEMSIZE = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
 @dataclass
@@ -79,7 +75,7 @@ def layout(info: CheckpointInfo) -> list[Shard]:
 def converting(dtype: str, info: CheckpointInfo) -> bool:
     """Whether the requested dtype differs from what every tensor is stored in."""
     stored = {t.dtype for t in info.tensors.values()}
-    code = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}.get(dtype)
+    code = code_of(dtype)  # None for "auto"
     return code is not None and stored != {code}
 
 
@@ -103,7 +99,7 @@ def choose(info: CheckpointInfo, target: str, converting: bool, remote_code: boo
         return fallback("quantized checkpoint: transformers' quantizer loads it")
     if remote_code and info.config.get("auto_map"):
         return fallback("remote code model")
-    odd = sorted({t.dtype for t in info.tensors.values()} - TORCH_DTYPES.keys())
+    odd = sorted({t.dtype for t in info.tensors.values() if t.dtype not in BY_CODE or not BY_CODE[t.dtype].streamed})
     if odd:
         return fallback(f"dtypes the engine does not map: {', '.join(odd)}")
     if target == "cuda" and converting:
@@ -111,7 +107,7 @@ def choose(info: CheckpointInfo, target: str, converting: bool, remote_code: boo
     shards = layout(info)
     for shard in shards:
         for e in shard.entries:
-            size = ITEMSIZE[e.dtype]
+            size = BY_CODE[e.dtype].itemsize
             if e.start % size or (shard.data_start + e.start) % size:
                 return fallback(f"tensor {e.name} is not aligned to its dtype in {shard.path.name}")
     if target == "cuda":
@@ -126,6 +122,6 @@ def tensor_views(shards: list[Shard], buffers: list[Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for shard, buf in zip(shards, buffers, strict=True):
         for e in shard.entries:
-            dtype = getattr(torch, TORCH_DTYPES[e.dtype])
+            dtype = getattr(torch, BY_CODE[e.dtype].torch_name)
             out[e.name] = buf[e.start : e.end].view(dtype).reshape(e.shape)
     return out

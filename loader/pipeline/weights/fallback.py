@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,9 +24,8 @@ from loader.pipeline.events import WeightsDetail
 from loader.pipeline.i18n import gettext_noop
 from loader.pipeline.inspect.checkpoint import CheckpointInfo
 from loader.pipeline.weights import pagecache
+from loader.pipeline.weights.bytes_progress import ByteProgress
 from loader.pipeline.weights.tensor_loop import serial_tensor_loop
-
-CHUNK_BYTES = 32 * 1024 * 1024
 
 
 class WeightsTracker:
@@ -37,11 +35,11 @@ class WeightsTracker:
         self, info: CheckpointInfo, pass1_share: float, emit: Callable[[], None], cancel: threading.Event,
         read_limit_bps: float = 0.0,
     ) -> None:  # fmt: skip
-        self.read_limit_bps = read_limit_bps
         self.info = info
         self.emit = emit
-        self.cancel = cancel
         self.total = max(info.total_bytes, 1)
+        # Rate, ETA, the read cap and its chunk size: the same account the streaming engine keeps.
+        self.progress = ByteProgress(self.total, cancel, read_limit_bps)
         self.shards = len(info.shard_files)
         # Share of the stage's bytes that pass 1 (from_pretrained) really reads: all of them when
         # it copies to a device, most when it converts dtypes, little when it only memory-maps.
@@ -50,7 +48,6 @@ class WeightsTracker:
         self.pass2_done = 0
         self.pass2_total = 1
         self.shard = 1 if self.shards else 0
-        self.started = time.monotonic()
         self._avg = self.total / max(len(info.tensors), 1)
 
     @property
@@ -64,16 +61,10 @@ class WeightsTracker:
         return int(self.fraction * self.total)
 
     def rate_and_eta(self) -> tuple[float, float | None]:
-        elapsed = time.monotonic() - self.started
-        done = self.bytes_done
-        if elapsed <= 0 or done <= 0:
-            return 0.0, None
-        rate = done / elapsed
-        return rate, max(self.total - done, 0) / rate
+        return self.progress.rate_and_eta(self.bytes_done)
 
     def check_cancel(self) -> None:
-        if self.cancel.is_set():
-            raise LoadCancelled()
+        self.progress.check_cancel()
 
     # pass 1 --------------------------------------------------------------------------------
     def observe(self, items: Any) -> Iterator[Any]:
@@ -109,9 +100,7 @@ class WeightsTracker:
             shard_of.setdefault(tensor.data_ptr(), info.shard if info else 0)
         todo = sorted(groups.items(), key=lambda entry: (shard_of[entry[0]] or self.shards, entry[0]))
         self.pass2_total = max(sum(ts[0].numel() * ts[0].element_size() for _, ts in todo), 1)
-        chunk = (
-            CHUNK_BYTES if self.read_limit_bps <= 0 else max(1 << 20, min(CHUNK_BYTES, int(self.read_limit_bps / 10)))
-        )
+        chunk = self.progress.chunk
         for ptr, tensors in todo:
             if shard_of[ptr]:
                 self.shard = shard_of[ptr]
@@ -127,22 +116,14 @@ class WeightsTracker:
                 if mapped:
                     dest[offset : offset + length].copy_(source[offset : offset + length])
                 self.pass2_done += length
-                self._pace()
+                self.progress.pace(self.pass2_done)  # the read cap; a cancel ends the wait
+                self.check_cancel()
                 self.emit()
             if mapped:
                 for tensor in tensors:
                     tensor.data = own
         self.pass2_done = self.pass2_total
         self.shard = self.shards
-
-    def _pace(self) -> None:
-        """Honour the optional read-rate cap, waking often enough to see a cancel."""
-        if self.read_limit_bps <= 0:
-            return
-        due = self.started + self.pass2_done / self.read_limit_bps
-        while (wait := due - time.monotonic()) > 0:
-            self.check_cancel()
-            time.sleep(min(wait, 0.1))
 
 
 def populate(address: int, length: int, tensor: Any, offset: int, torch: Any) -> None:

@@ -1,12 +1,13 @@
 """Reads a checkpoint's shards in file order with several reads in flight, counting landed bytes.
 
 ``Stream`` owns the reader threads, the cancel/stop checks between chunks, the optional read-rate
-cap (``MACTUNER_READ_LIMIT_MBPS``) and the byte count the bar shows; ``CpuStream`` (cpu_stream.py)
-lands the bytes in private mappings of the shards, ``CudaStream`` (cuda_stream.py) on the GPU. It starts
-as soon as it can (CPU: once the folder is checked, ``streamed.EarlyReads``), so the reads overlap
-the imports, the skeleton check and the tokenizer and config stages; the weights stage then credits
-what already landed. A truncated shard or one that vanishes or is replaced during the load becomes a
-typed error, and ``close`` joins every thread (each is at most one chunk from a stop check).
+cap (``MACTUNER_READ_LIMIT_MBPS``, paced by ``bytes_progress`` as the fallback's page-in is) and the
+byte count the bar shows; ``CpuStream`` (cpu_stream.py) lands the bytes in the host's own memory,
+``CudaStream`` (cuda_stream.py) on the GPU. It starts as soon as it can (CPU: once the folder is
+checked, ``streamed.EarlyReads``), so the reads overlap the imports, the skeleton check and the
+tokenizer and config stages; the weights stage then credits what already landed. A truncated shard
+or one that vanishes or is replaced during the load becomes a typed error, and ``close`` joins
+every thread (each is at most one chunk from a stop check).
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ import threading
 import time
 from typing import Any
 
+from loader.pipeline.boundary import shard_read_error
 from loader.pipeline.errors import LoadError, ShardCorrupt, ShardMissing
 from loader.pipeline.i18n import gettext_noop
+from loader.pipeline.weights.bytes_progress import CHUNK, ByteProgress
 from loader.pipeline.weights.engine import Shard
 
-CHUNK = 16 << 20
+__all__ = ["CHUNK", "FIRST_CHUNK", "HOT_CHUNK", "Stream"]
+
 FIRST_CHUNK = 1 << 20
 HOT_CHUNK = 128 << 20
 
@@ -33,11 +37,12 @@ class Stream:
     def __init__(self, shards: list[Shard], cancel: threading.Event, read_limit_bps: float = 0.0) -> None:
         self.shards = shards
         self.cancel = cancel
-        self.limit = read_limit_bps
-        self.chunks = self._plan(CHUNK if read_limit_bps <= 0 else max(1 << 20, min(CHUNK, int(read_limit_bps / 40))))
         self.total = sum(s.data_len for s in shards)
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        # Rate, ETA, the read cap and its chunk size: the same account the fallback path keeps.
+        self.progress = ByteProgress(self.total, cancel, read_limit_bps, stop=self.stop)
+        self.chunks = self._plan(self.progress.chunk)
         self.finished = threading.Event()
         self.opened = threading.Event()  # files open, destination memory ready: buffers() may be called
         self.next = 0
@@ -49,7 +54,6 @@ class Stream:
         self.first_read_at: float | None = None  # wall clock: the request's "first byte" timing
         self.cache = "unknown"
         self.fds: list[int] = []
-        self.started = time.monotonic()
         self._thread: threading.Thread | None = None
 
     def _plan(self, chunk: int) -> list[tuple[int, int, int]]:
@@ -95,7 +99,7 @@ class Stream:
             if held.st_size < shard.data_start + shard.data_len:
                 raise self.truncated(shard, f"{held.st_size} bytes, needs {shard.data_start + shard.data_len}")
         self.open()
-        if self.limit <= 0 and self.hot_chunk() > CHUNK:
+        if self.progress.limit_bps <= 0 and self.hot_chunk() > CHUNK:
             self.chunks = self._plan(self.hot_chunk())  # before any reader starts
             # Paging in cached bytes is CPU work, not waiting: leave a core to the load thread.
             self.threads = max(1, min(self.threads, (os.cpu_count() or 2) - self.spare_core))
@@ -148,12 +152,10 @@ class Stream:
                     k, off, n = self.chunks[self.next]
                     self.next += 1
                     self.issued += n
-                    due = self.started + self.issued / self.limit if self.limit > 0 else 0.0
+                    allowed = self.issued
                     self.shard = max(self.shard, k + 1)
-                while (wait := due - time.monotonic()) > 0:  # the rate cap, waking to see a stop
-                    if self.stop.is_set() or self.cancel.is_set():
-                        return
-                    time.sleep(min(wait, 0.05))
+                if not self.progress.pace(allowed):  # the rate cap, waking to see a stop
+                    return
                 self.read(k, off, n)
                 self.first_read_at = self.first_read_at or time.time()
                 self.credit(n)
@@ -170,12 +172,7 @@ class Stream:
         self.stop.set()
 
     def typed(self, exc: BaseException) -> LoadError:
-        if isinstance(exc, LoadError):
-            return exc
-        if isinstance(exc, FileNotFoundError):
-            name = os.path.basename(exc.filename or "") or "?"
-            return ShardMissing(gettext_noop("샤드 파일이 로드 중에 사라졌습니다: {name}", name=name), repr(exc))
-        return ShardCorrupt(gettext_noop("가중치 파일을 읽을 수 없습니다: {value}", value=exc), repr(exc))
+        return shard_read_error(exc)
 
     def truncated(self, shard: Shard, detail: str) -> ShardCorrupt:
         return ShardCorrupt(

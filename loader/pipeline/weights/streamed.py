@@ -8,7 +8,6 @@ waits for the last byte. On CUDA the GPU buffers are complete before transformer
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -76,7 +75,6 @@ class StreamProgress:
     def __init__(self, stream: Stream, detail: WeightsDetail, report: Callable[[float], None]) -> None:
         self.stream, self.detail, self.report = stream, detail, report
         self.built = 0.0
-        self.started = time.monotonic()
         self.at_start = self.bytes_done()
         detail.prefetched_bytes = self.at_start
         detail.cache = stream.cache
@@ -91,10 +89,7 @@ class StreamProgress:
         d.shard, d.bytes_done, d.cache = self.stream.shard, done, self.stream.cache
         d.staging_bytes = getattr(self.stream, "staging_bytes", 0)
         # The read rate since the reads began (prefetch included): what the disk really gave.
-        elapsed = time.monotonic() - self.stream.started
-        rate = done / elapsed if elapsed > 0 else 0.0
-        d.bytes_per_s = rate
-        d.eta_s = (d.bytes_total - done) / rate if rate > 0 else None
+        d.bytes_per_s, d.eta_s = self.stream.progress.rate_and_eta(done, d.bytes_total)
         fraction = done / max(d.bytes_total, 1)
         self.report((1 - BUILD_SHARE) * fraction + BUILD_SHARE * self.built)
 
