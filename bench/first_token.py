@@ -106,7 +106,9 @@ def main() -> None:
                 time.sleep(0.2)
                 timed(web)
                 times["web"].append(holder["web"])
-                status, gen = api.call("POST", "/api/generate", {"prompt": PROMPT, "max_new_tokens": args.tokens, "wait": True})
+                status, gen = api.call(
+                    "POST", "/api/generate", {"prompt": PROMPT, "max_new_tokens": args.tokens, "wait": True}
+                )
                 if status == 200 and gen.get("tokens_per_s"):
                     rates["web"].append(float(gen["tokens_per_s"]))  # type: ignore[arg-type]
                 unload()
@@ -120,7 +122,9 @@ def main() -> None:
         watcher.close()
         server.stop()
     size = sum(f.stat().st_size for f in path.glob("*.safetensors"))
-    print(f"checkpoint: {path.name}, {size / 1e9:.2f} GB, bf16, cpu; best of {args.runs}, interleaved; prompt {PROMPT!r}")
+    print(
+        f"checkpoint: {path.name}, {size / 1e9:.2f} GB, bf16, cpu; best of {args.runs}, interleaved; prompt {PROMPT!r}"
+    )
     for mode, times in report.items():
         best = {k: min(v) for k, v in times.items()}
         med = {k: statistics.median(v) for k, v in times.items()}

@@ -235,3 +235,23 @@ def test_an_adapter_can_be_merged_from_the_page(page: Any) -> None:
     job = page.evaluate("window.MACtuner.state.job")
     assert job["state"] == "succeeded", job
     assert job["metadata"]["adapter"]["merged"] is True
+
+
+def test_the_loaded_model_answers_on_the_page_streamed_with_its_speed(
+    page: Any, browser: Any, server: LiveServer
+) -> None:
+    start_load(page, "tiny")
+    page.wait_for_selector("#progress-box.success", timeout=60_000)
+    page.locator("#try-form").wait_for(state="visible")
+    page.fill("#try-prompt", "안녕하세요")
+    page.fill("#try-tokens", "24")
+    page.click("#try-go")
+    page.wait_for_function("() => document.getElementById('try-stats').textContent.startsWith('완료')", timeout=60_000)
+    stats, answer = page.inner_text("#try-stats"), page.inner_text("#try-output")
+    assert "토큰" in stats and "로드 클릭부터" in stats and answer.strip(), (stats, answer)
+    # A viewer who opens the page now sees the same answer at once (it is in the first snapshot).
+    late = browser.new_context(locale="en-US", viewport={"width": 390, "height": 844}).new_page()
+    late.goto(server.url + "/")
+    late.wait_for_function("() => document.getElementById('try-output').textContent.length > 0", timeout=10_000)
+    assert late.inner_text("#try-output") == answer and "tokens" in late.inner_text("#try-stats")
+    late.context.close()

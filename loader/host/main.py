@@ -115,7 +115,7 @@ class Host:
         threading.Thread(target=self._load, args=(job_id, spec, cancel), name=f"load-{job_id}", daemon=True).start()
 
     def _load(self, job_id: int, spec: dict[str, Any], cancel: threading.Event) -> None:
-        held = self.slot.loaded is not None
+        had = held = self.slot.loaded is not None  # held: the drop is still to be announced
 
         def on_event(event: ProgressEvent) -> None:
             nonlocal held
@@ -136,12 +136,12 @@ class Host:
             )  # fmt: skip
             loaded = self.slot.load(request, on_event, cancel)
         except LoadCancelled:
-            self.out.send({"t": "cancelled", "id": job_id, "dropped": held and self.slot.loaded is None})
+            self.out.send({"t": "cancelled", "id": job_id, "dropped": had and self.slot.loaded is None})
         except LoadError as exc:
             self.out.send({"t": "failed", "id": job_id, "error": exc.to_dict(), "dropped": self.slot.loaded is None})
         except BaseException as exc:  # a bug or an exotic checkpoint: typed as internal by the web side
             detail = "".join(traceback.format_exception(exc))
-            dropped = held and self.slot.loaded is None
+            dropped = had and self.slot.loaded is None
             self.out.send(
                 {"t": "failed", "id": job_id, "error": {"code": "internal", "detail": detail}, "dropped": dropped}
             )

@@ -111,6 +111,7 @@ class _Follower:
         self.percent = 0.0
         self.polled = self.beat = time.monotonic()
         self.storage_error = ""
+        self.dropped = False  # the host said it dropped the previous model for this load
 
     def on_event(self, event: dict[str, Any]) -> None:
         event["percent"] = self.percent = max(self.percent, float(event.get("percent", 0.0)))
@@ -131,6 +132,7 @@ class _Follower:
 
     def on_dropped(self) -> None:
         """The host dropped the previous model for this load: our server row says so now."""
+        self.dropped = True
         with contextlib.suppress(DatabaseError):
             servers.process_record_unloaded()
         publisher.send(loader_state_safe(self.job))
@@ -181,6 +183,7 @@ def execute_job(
         )  # fmt: skip
     except HostBusy:
         outcome = Outcome("failed", error={"code": "busy", "detail": "the model host is running another load"})
+    outcome.dropped = outcome.dropped or follower.dropped  # a "dropped" frame heard, whatever the end says
     return _record_outcome(job, outcome, follower.last_event, host)
 
 
@@ -203,7 +206,8 @@ def _record_outcome(job: LoadJob, outcome: Outcome, last_event: dict[str, Any] |
             _record(servers.process_record_unloaded, lost=lost)
         return _finish_publish(job, reread=not ok)
     if outcome.state == "cancelled":
-        _record(services.job_mark_cancelled, job=job, recycled=outcome.killed == "cancel")
+        dropped = (outcome.previous or "?") if outcome.dropped else ""  # the model this load had unloaded
+        _record(services.job_mark_cancelled, job=job, recycled=outcome.killed == "cancel", dropped=dropped)
         return _finish_publish(job)
     error = outcome.error or {}
     code = str(error.get("code") or "internal")

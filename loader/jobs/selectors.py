@@ -104,6 +104,9 @@ def job_snapshot(job: LoadJob | None) -> dict[str, Any] | None:
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
+        # What the user waited: the click (or Enter) to the end, preparing and queueing included;
+        # ``timings`` keeps the per-stage split beside it.
+        "wall_s": round((job.finished_at - job.created_at).total_seconds(), 3) if job.finished_at else None,
         "updated_at": _iso(job.updated_at),
     }
 

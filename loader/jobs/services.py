@@ -12,9 +12,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from loader.jobs import generations
 from loader.jobs.history import forget_expected
 from loader.jobs.i18n import in_lang
 from loader.jobs.local import IDENTITY, MODEL_HOST, TOKENS, pid_alive
@@ -74,6 +76,8 @@ def job_start(
     The partial unique index decides races between threads, processes and the CLI.
     """
     job_reap()
+    # A load clicked during a generation stops the generation first (it holds the host).
+    generations.generation_cancel(wait_s=settings.MACTUNER_CANCEL_GRACE_S + 2.0)
     if MODEL_HOST.busy:  # a load of ours runs in our host: refuse before any row exists
         active = LoadJob.objects.filter(state__in=ACTIVE).first()
         if active is not None:
@@ -159,19 +163,39 @@ def job_fail(*, job: LoadJob, code: str, message: str, detail: str) -> bool:
     )
 
 
-def job_mark_cancelled(*, job: LoadJob, recycled: bool = False) -> bool:
+def job_mark_cancelled(*, job: LoadJob, recycled: bool = False, dropped: str = "") -> bool:
     """``recycled``: the load did not stop within the grace, so its host was killed (and its memory
-    freed with it) and a fresh one started."""
+    freed with it) and a fresh one started. ``dropped``: the name of the model this load had
+    already unloaded to make room; a cancel does not bring it back, and the user must be told that
+    nothing is loaded now, and which model went (not just "cancelled")."""
     message = gettext_noop("로드가 취소되었습니다.")
     extra: dict[str, Any] = {}
+    if dropped:
+        message = gettext_noop(
+            "로드가 취소되었습니다. 이전 모델 {name}은(는) 이 로드를 위해 이미 언로드되어, 지금 로드된 모델이 없습니다.",
+            name=dropped,
+        )
     if recycled:
         said = gettext_noop(
             "로드가 제때 멈추지 않아 모델 호스트 프로세스를 다시 시작했습니다. 메모리는 모두 반환되었습니다."
         )
+        if dropped:
+            said = gettext_noop(
+                "로드가 제때 멈추지 않아 모델 호스트 프로세스를 다시 시작했습니다. 메모리는 모두 반환되었고, "
+                "이전 모델 {name}도 언로드되어 지금 로드된 모델이 없습니다.",
+                name=dropped,
+            )
         extra = _error_fields(
             "host_recycled", said, "the host did not stop within the cancel grace; killed and respawned"
         )
-    return _finish(job, S.CANCELLED, message=message, cancel_requested=True, **extra)
+    elif dropped:  # the job's error text too: the page and the CLI say it beside "cancelled", in the viewer's language
+        said = gettext_noop(
+            "이전 모델 {name}은(는) 이 로드를 위해 이미 언로드되어, 지금 로드된 모델이 없습니다.", name=dropped
+        )
+        extra = _error_fields(
+            "previous_unloaded", said, f"the previous model {dropped!r} was unloaded before the cancel"
+        )
+    return _finish(job, S.CANCELLED, message=in_lang(*parts(message), job.lang), cancel_requested=True, **extra)
 
 
 # --- cancel: one route for web and CLI jobs, in any process -------------------------------------

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from loader.pipeline.events import CANCELLED_MESSAGE, Stage, stage_message
@@ -24,17 +25,29 @@ _ticker: threading.Event | None = None
 _lock = threading.Lock()
 
 
+def env_language(environ: Mapping[str, str] | None = None) -> str:
+    """The terminal's language, "en" or "ko" (Korean first), the way gettext reads the locale:
+    LC_ALL, then LC_MESSAGES, then LANG, the first one set. "C"/"POSIX" name no language (a
+    container's LC_ALL=C.UTF-8 is about encoding), so the next variable decides: with
+    ``LC_ALL=C.UTF-8 LANG=en_US.UTF-8`` the user asked for English."""
+    env = os.environ if environ is None else environ
+    for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = env.get(var, "")
+        if not value or value.split(".")[0].split("@")[0] in ("C", "POSIX"):
+            continue
+        return "en" if value.lower().startswith("en") else "ko"
+    return "ko"
+
+
 def language(argv: list[str]) -> str:
+    """``--lang`` when given (before Django's argparse reads it), else the terminal's language.
+    ``loadmodel`` uses the same rule (``env_language``): the first line and the rest must agree."""
     for i, arg in enumerate(argv):
         if arg.startswith("--lang="):
             return arg.split("=", 1)[1]
         if arg == "--lang" and i + 1 < len(argv):
             return argv[i + 1]
-    for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
-        value = os.environ.get(var, "")
-        if value:
-            return "en" if value.lower().startswith("en") else "ko"
-    return "ko"
+    return env_language()
 
 
 def wants_host(argv: list[str]) -> bool:

@@ -20,6 +20,8 @@ import sys
 import threading
 from typing import Any, TextIO
 
+from django.utils.translation import gettext
+
 from loader.jobs.history import CHART_STAGES, STAGE_LABELS
 from loader.pipeline.i18n import gettext_noop, printable
 from loader.pipeline.names import visible_name
@@ -42,7 +44,7 @@ class LoadBars:
         self.tqdm, self.stream = tqdm, stream
         self.overall = tqdm(
             total=100,
-            desc=gettext_noop("준비 중..."),
+            desc=gettext("준비 중..."),  # the active language: loadmodel's --lang/locale, the server's own
             file=stream,
             bar_format="{desc:<24} {percentage:3.0f}%|{bar}| [{elapsed}]",
         )

@@ -22,14 +22,15 @@ from loader.catalog import cache as catalog_cache
 from loader.catalog.listing import find_model
 from loader.jobs import runner, servers, services
 from loader.jobs.i18n import here
-from loader.jobs.selectors import job_active, job_list, job_snapshot, loader_state
+from loader.jobs.selectors import job_active, job_page, job_snapshot, loader_state
 from loader.pipeline.device import DEVICES, DTYPES
 from loader.pipeline.errors import LoaderBusy
 from loader.pipeline.i18n import Msg, gettext_noop
 from loader.web.access import staff_required
+from loader.web.devices import device_options, device_refusal
 from loader.web.offloop import CATALOG_POOL, off_loop
 
-JOBS_DEFAULT, JOBS_MAX = 20, 100
+JOBS_DEFAULT, JOBS_MAX = 10, 100
 
 
 def _error(status: int, message: str, **extra: Any) -> JsonResponse:
@@ -63,7 +64,8 @@ async def page(request: HttpRequest) -> Any:
             "loader/page.html",
             {
                 "initial_state": loader_state(),
-                "devices": DEVICES,
+                # What this machine lacks is shown, disabled, with why (not offered to fail after the click).
+                "devices": [{"value": o.value, "reason": here(o.reason) if o.reason else ""} for o in device_options()],
                 "dtypes": DTYPES,
                 "stall_seconds": settings.MACTUNER_STALL_SECONDS,
             },
@@ -86,22 +88,37 @@ async def models(request: HttpRequest) -> JsonResponse:
 @staff_required(api=True)
 async def status(request: HttpRequest) -> JsonResponse:
     state = await off_loop(loader_state)
-    return JsonResponse({"job": state["job"], "loaded": state["loaded"], "held": state["held"], "lost": state["lost"]})
+    fields = ("job", "loaded", "held", "lost", "generation")
+    return JsonResponse({key: state[key] for key in fields})
+
+
+def _query_int(request: HttpRequest, name: str, default: int | None, digits: int) -> tuple[int | None, str]:
+    """``name`` from the query as a positive integer (None when absent), and the raw text it came
+    from. Plain ASCII digits, given once: int() would also take " 5", "1_0", "+7" or "٣", and a
+    repeated parameter is ambiguous. An unusable value comes back as 0."""
+    values = request.GET.getlist(name)
+    if not values:
+        return default, ""
+    raw = values[-1]
+    ok = len(values) == 1 and re.fullmatch(f"[0-9]{{1,{digits}}}", raw) is not None
+    return (int(raw) if ok else 0), raw
 
 
 @require_GET
 @staff_required(api=True)
 async def jobs(request: HttpRequest) -> JsonResponse:
-    values = request.GET.getlist("limit") or [str(JOBS_DEFAULT)]
-    raw = values[-1]
-    # Plain ASCII digits, given once: int() would also take " 5", "1_0", "+7" or "٣".
-    limit = int(raw) if len(values) == 1 and re.fullmatch(r"[0-9]{1,3}", raw) else 0
-    if not 1 <= limit <= JOBS_MAX:
+    """A page of the job history, newest first: ``?limit=N`` rows, ``&before=ID`` older than job ID."""
+    limit, raw = _query_int(request, "limit", JOBS_DEFAULT, 3)
+    if limit is None or not 1 <= limit <= JOBS_MAX:
         return _error(
             400,
             gettext_noop("'limit'은 1에서 {most} 사이의 정수여야 합니다: {value}", most=JOBS_MAX, value=repr(raw[:20])),
         )
-    return JsonResponse({"jobs": await off_loop(lambda: [job_snapshot(job) for job in job_list(limit=limit)])})
+    before, raw = _query_int(request, "before", None, 18)
+    if before == 0:
+        return _error(400, gettext_noop("'before'는 작업 번호(양의 정수)여야 합니다: {value}", value=repr(raw[:20])))
+    page, more = await off_loop(lambda: job_page(limit=limit, before=before))
+    return JsonResponse({"jobs": page, "more": more})
 
 
 @require_POST
@@ -119,6 +136,10 @@ def load(request: HttpRequest) -> JsonResponse:
             gettext_noop(
                 "알 수 없는 장치입니다: {value} (가능: {choices})", value=repr(device), choices=", ".join(DEVICES)
             ),
+        )
+    if (missing := device_refusal(device)) is not None:  # refused now, before a job starts
+        return _error(
+            400, gettext_noop("장치 {device}을(를) 쓸 수 없습니다: {reason}", device=device, reason=here(missing))
         )
     if not isinstance(dtype, str) or dtype not in DTYPES:
         return _error(

@@ -16,7 +16,7 @@
     fill: $("progress-fill"), percent: $("progress-percent"), detail: $("progress-detail"), stall: $("progress-stall"),
     card: $("metadata-card"), metaName: $("meta-name"), metaList: $("meta-list"), metaNotes: $("meta-notes"), conn: $("connection"),
     chart: $("stage-chart"), historyBody: $("history-body"), historyEmpty: $("history-empty"),
-    mergeRow: $("merge-row"), merge: $("merge-check"),
+    mergeRow: $("merge-row"), merge: $("merge-check"), search: $("model-search"), historyMore: $("history-more"),
   };
   const adapters = new Set();  // names of PEFT adapter entries: only they can be merged
   const HISTORY_ROWS = 10;
@@ -25,6 +25,9 @@
   let shown = { id: null, percent: 0 };
   let modelsLoaded = false;
   let history = [];  // job snapshots, newest first
+  let historyRows = HISTORY_ROWS;  // grows with each "more": older rows fetched stay on the page
+  let historyMore = false;  // the server has rows older than the last one shown
+  let modelOptions = [];  // every picker option; the search box shows those whose name matches
   let syncedJob = null;  // the running job whose options the selectors show
 
   function csrf() {
@@ -74,6 +77,7 @@
     els.load.disabled = active || !els.model.value;
     els.model.disabled = active;
     els.mergeRow.hidden = !adapters.has(els.model.value); els.merge.disabled = active; els.device.disabled = active; els.dtype.disabled = active;
+    if (els.search) els.search.disabled = active;
     els.cancel.disabled = !active || job.cancel_requested;
     els.unload.disabled = active || !state.loaded;
     if (active) syncSelectors(job);
@@ -99,6 +103,7 @@
     shown = { id: job.id, percent: pct };
     els.box.classList.toggle("error", job.state === "failed" || job.state === "interrupted");
     els.box.classList.toggle("success", job.state === "succeeded");
+    els.box.classList.toggle("cancelled", job.state === "cancelled");  // grey: stopped for good, not paused
     els.fill.style.width = pct.toFixed(1) + "%";
     els.percent.textContent = Math.floor(pct) + "%";
     els.box.querySelector(".bar").setAttribute("aria-valuenow", String(Math.floor(pct)));
@@ -112,8 +117,8 @@
       // Before any byte is read the measured rate says nothing: earlier loads of this model do.
       const began = Date.parse(job.started_at || job.created_at || "") || Date.now();
       detail = T.etaHistory + " ~" + fmtSecs(job.expected_total_s - (Date.now() - began) / 1000);
-    } else if (job.state === "succeeded" && job.timings && job.timings.total !== undefined) {
-      detail = fmtSecs(job.timings.total) + " · " + jobName(job);
+    } else if (job.state === "succeeded" && totalSeconds(job) !== null) {
+      detail = fmtSecs(totalSeconds(job)) + " · " + jobName(job);
     }
     renderChart(els.chart, job.state === "succeeded" ? job.timings : null);
     els.detail.textContent = detail;
@@ -164,17 +169,27 @@
     el.replaceChildren(bar, legend);
   }
 
-  // A failed or cancelled load has no measured total: its wall time is what the user waited.
+  // What the user waited: the click to the end (the server's wall_s), preparing and queueing
+  // included; the chart beside it keeps the per-stage split.
   function totalSeconds(job) {
-    if (job.timings && typeof job.timings.total === "number") return job.timings.total;
-    const began = Date.parse(job.started_at || ""), ended = Date.parse(job.finished_at || "");
+    if (typeof job.wall_s === "number") return job.wall_s;
+    const began = Date.parse(job.created_at || ""), ended = Date.parse(job.finished_at || "");
     return began && ended ? (ended - began) / 1000 : null;
   }
 
   function upsertHistory(job) {
     if (typeof job.id !== "number") return;
-    history = [job, ...history.filter((j) => j.id !== job.id)].sort((a, b) => b.id - a.id).slice(0, HISTORY_ROWS);
+    history = [job, ...history.filter((j) => j.id !== job.id)].sort((a, b) => b.id - a.id);
+    if (history.length > historyRows) { history = history.slice(0, historyRows); historyMore = true; }
     renderHistory();
+  }
+
+  // When a load started, in this computer's time zone and the page's language.
+  const timeFormat = new Intl.DateTimeFormat(window.MACTUNER_LANG || undefined,
+    { month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  function fmtTime(iso) {
+    const t = Date.parse(iso || "");
+    return Number.isNaN(t) ? "—" : timeFormat.format(new Date(t));
   }
 
   function renderHistory() {
@@ -188,27 +203,41 @@
         job.active ? "—" : fmtSecs(totalSeconds(job)) || "—",
         d.bytes_per_s ? (d.bytes_per_s / 1e6).toFixed(0) + " MB/s" : "—",
         T.cache[d.cache] || "—",
+        fmtTime(job.created_at),
       ];
       const tr = document.createElement("tr");
       tr.dataset.jobId = String(job.id); tr.className = "state-" + job.state;
       for (const text of cells) { const td = document.createElement("td"); td.textContent = text; tr.append(td); }
       tr.firstChild.className = "name";  // cut with "…" in the cell: whole on hover
       tr.firstChild.title = jobName(job) + (job.model_warning ? "\n⚠ " + nameWarning(job.model_warning) : "");
+      tr.lastChild.className = "time";
+      if (job.created_at) tr.lastChild.title = new Date(job.created_at).toLocaleString(window.MACTUNER_LANG || undefined);
       return tr;
     }));
+    els.historyMore.hidden = !historyMore;
   }
 
-  async function loadHistory() {
+  // ``older``: the page of jobs before the last row shown (the "more" button); else the newest page.
+  async function loadHistory(older) {
+    let url = "/api/jobs?limit=" + HISTORY_ROWS;
+    if (older && history.length) url += "&before=" + history[history.length - 1].id;
+    els.historyMore.disabled = true;
     try {
-      const res = await fetch("/api/jobs?limit=" + HISTORY_ROWS, { credentials: "same-origin" });
+      const res = await fetch(url, { credentials: "same-origin" });
       const data = await res.json();
+      if (!res.ok) { notice(data.error || res.status + " " + res.statusText); return; }
       // Live snapshots may already be newer than this list: keep those.
-      const known = new Map(history.map((j) => [j.id, j]));
+      const known = new Set(history.map((j) => j.id));
       for (const job of data.jobs || []) if (!known.has(job.id)) history.push(job);
-      history.sort((a, b) => b.id - a.id); history = history.slice(0, HISTORY_ROWS);
+      history.sort((a, b) => b.id - a.id);
+      if (older) historyRows = Math.max(historyRows, history.length);
+      historyMore = !!data.more || history.length > historyRows;
+      history = history.slice(0, historyRows);
       renderHistory();
     } catch (e) { /* the panel stays as the snapshots fill it */ }
+    finally { els.historyMore.disabled = false; }
   }
+  els.historyMore.addEventListener("click", () => loadHistory(true));
 
   function renderCard(loaded) {
     if (!loaded) { els.card.hidden = true; return; }
@@ -217,7 +246,9 @@
     const md = loaded.metadata || {};
     const rows = [];
     for (const key of Object.keys(T.meta)) {
-      let v = key === "total" ? (md.timings ? fmtSecs(md.timings.total) : null) : md[key];
+      const job = state.job;  // the load that brought this model in: its click-to-ready time
+      const wall = job && job.state === "succeeded" && job.model === loaded.name ? totalSeconds(job) : null;
+      let v = key === "total" ? (wall !== null ? fmtSecs(wall) : md.timings ? fmtSecs(md.timings.total) : null) : md[key];
       if (v === null || v === undefined) continue;
       if (key === "memory_bytes") v = fmtBytes(v);
       if (key === "parameters") v = Number(v).toLocaleString();
@@ -260,7 +291,7 @@
       const res = await fetch("/api/models", { credentials: "same-origin" });
       const data = await res.json();
       const current = state.job && state.job.model;
-      els.model.replaceChildren(...data.models.map((m) => {
+      modelOptions = data.models.map((m) => {
         const o = document.createElement("option");
         o.value = m.name;
         if (m.kind === "adapter") adapters.add(m.name);
@@ -278,9 +309,11 @@
           o.title += "\n⚠ " + m.problem;
           o.classList.add("has-problem");
         }
+        o.dataset.search = (m.name + "\n" + shown).toLowerCase();
         return o;
-      }));
+      });
       if (!data.models.length) els.model.replaceChildren(new Option(T.noModels, ""));
+      else filterModels();
       if (current && data.models.some((m) => m.name === current)) els.model.value = current;
       syncedJob = null;  // the options exist now: show the running job's model
       modelsLoaded = true;
@@ -311,6 +344,18 @@
   }));
   els.model.addEventListener("change", () => render());
 
+  // The search box narrows the picker to the names that contain its text (any case); the picked
+  // model stays picked while it matches, else the first match is.
+  function filterModels() {
+    if (!modelOptions.length) return;
+    const query = els.search ? els.search.value.trim().toLowerCase() : "";
+    const picked = els.model.value;
+    const matches = query ? modelOptions.filter((o) => o.dataset.search.includes(query)) : modelOptions;
+    els.model.replaceChildren(...(matches.length ? matches : [new Option(T.noMatch, "")]));
+    if (matches.some((o) => o.value === picked)) els.model.value = picked;
+  }
+  if (els.search) els.search.addEventListener("input", () => { filterModels(); render(); });
+
   // Snapshots of one job can arrive from two publishers (the loading process and a server's
   // database watcher); never let an older one overwrite a newer one.
   function isStale(job) {
@@ -326,6 +371,7 @@
     socket.onopen = () => { backoff = 500; els.conn.textContent = T.connected; };
     socket.onmessage = (ev) => {
       const msg = JSON.parse(ev.data);
+      document.dispatchEvent(new CustomEvent("mactuner:message", { detail: msg }));  // generate.js listens
       if (msg.type === "snapshot") {
         if (state.job && state.job.id === "pending" && !(msg.job && msg.job.active)) return; // our POST is still in flight
         if (isStale(msg.job)) return;

@@ -14,15 +14,18 @@ not retitle the window, clear the screen or fake an output line (``loader.pipeli
 
 from __future__ import annotations
 
+import argparse
 import json
-import os
+import shutil
 import signal
 import sys
 import threading
+import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser, DjangoHelpFormatter
 from django.db import connection
 from django.utils import translation
 from django.utils.translation import gettext
@@ -35,6 +38,7 @@ from loader.jobs.publisher import publisher
 from loader.jobs.runner import execute_job
 from loader.jobs.selectors import job_active, loader_state
 from loader.management import launch
+from loader.management.trying import process_started_at, try_model
 from loader.pipeline.device import DEVICES, DTYPES
 from loader.pipeline.i18n import gettext_noop
 from loader.pipeline.names import WARNINGS, terminal_json, terminal_value, visible_name
@@ -42,12 +46,9 @@ from loader.web.terminal import LoadBars
 
 
 def default_lang() -> str:
-    """Korean first; an English locale in LANG/LC_ALL switches the messages to English."""
-    for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
-        value = os.environ.get(var, "")
-        if value:
-            return "en" if value.lower().startswith("en") else "ko"
-    return "ko"
+    """Korean first; an English locale in LC_ALL/LC_MESSAGES/LANG switches the messages to English.
+    The rule lives in ``launch`` (which draws the first line before Django is set up): one owner."""
+    return launch.env_language()
 
 
 CLI_CANCEL_GRACE_S = 0.2  # the terminal's model dies with the command: exit within a second
@@ -67,10 +68,23 @@ class Bars:
         self.bars.close()
 
 
+UNKNOWN = "—"  # a value the checkpoint does not say (no architecture in its config): never "None"
+EXIT_CODES = """exit codes:
+  0    loaded
+  1    the load failed (the error is printed; the job is recorded as failed)
+  2    refused before loading: another load is running, the model is unknown, or bad arguments
+  130  cancelled (Ctrl-C or SIGTERM); the job, if it had started, is recorded as cancelled"""
+
+
+class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Django's option order, with the exit-code table kept as written (not refilled into one line)."""
+
+
 def list_line(info: dict[str, Any]) -> str:
-    """One ``--list`` row: tab-separated cells, each escaped (a tab or newline in a name stays in its cell)."""
+    """One ``--list`` row for a pipe or a file: tab-separated cells, each escaped (a tab or newline
+    in a name stays in its cell), for ``cut -f1`` and other scripts."""
     cells = [info["display_name"], f"{info['size_bytes'] / 1e6:.1f} MB", f"{info['shards']} shard(s)"]
-    cells.append(str(info["architecture"]))
+    cells.append(str(info["architecture"] or UNKNOWN))
     if info["step"] is not None:
         cells.append(f"step {info['step']}")
     if info["name_warning"]:  # the name passes for another one: say so beside it
@@ -82,19 +96,149 @@ def list_line(info: dict[str, Any]) -> str:
     return "\t".join(terminal_value(cell) for cell in cells)
 
 
+def cell_width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: East Asian wide and fullwidth characters (Hangul, CJK)
+    take two, combining marks none; ``len`` would misalign every row holding a Korean name."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text
+    )
+
+
+def wrap_columns(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` columns, broken between words only (a word longer
+    than the line keeps its own line whole: a path cut in two cannot be copied)."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        if line and cell_width(line) + 1 + cell_width(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return [*lines, line] if line else lines
+
+
+def list_table(infos: list[dict[str, Any]], width: int) -> list[str]:
+    """``--list`` for a person at a terminal ``width`` columns wide: a header, aligned columns
+    (measured in terminal columns), "—" where a value is unknown, and each row's warnings and
+    problem below it, wrapped between words and indented under the row."""
+    titles = (
+        gettext("이름"),
+        gettext("크기"),
+        gettext("샤드 수"),
+        gettext("아키텍처"),
+        gettext("스텝"),
+        gettext("어댑터"),
+    )
+    header = [text.upper() for text in titles]
+    right = {1, 2}  # numbers line up on their last digit
+    rows: list[list[str]] = []
+    notes: list[list[str]] = []
+    for info in infos:
+        adapter = info["adapter"]
+        cells = [
+            info["display_name"],
+            f"{info['size_bytes'] / 1e6:.1f} MB",
+            str(info["shards"]),
+            info["architecture"] or UNKNOWN,
+            UNKNOWN if info["step"] is None else str(info["step"]),
+            f"{adapter['type']} r={adapter['rank']} base={adapter['base']}" if adapter else UNKNOWN,
+        ]
+        rows.append([terminal_value(cell) for cell in cells])
+        warning = [here(WARNINGS[info["name_warning"]])] if info["name_warning"] else []
+        problem = [here(info["problem"])] if info["problem"] else []
+        notes.append([terminal_value(note) for note in [*warning, *problem]])
+    widths = [max(cell_width(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        padded = []
+        for i, cell in enumerate(cells):
+            gap = " " * (widths[i] - cell_width(cell))
+            padded.append(gap + cell if i in right else cell + gap)
+        return "  ".join(padded).rstrip()
+
+    out = [line(header)]
+    indent, mark = "    ", "⚠ "
+    for cells, below in zip(rows, notes, strict=True):
+        out.append(line(cells))
+        for note in below:
+            wrapped = wrap_columns(note, max(20, width - len(indent) - len(mark)))
+            out += [indent + (mark if i == 0 else " " * len(mark)) + part for i, part in enumerate(wrapped)]
+    return out
+
+
+def _tokens(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError("1-256")
+    return value
+
+
+def _try_line(tried: dict[str, Any]) -> str:
+    """tokens, decode rate and the first token's time from Enter, in the CLI's language."""
+    if tried.get("state") != "done" and tried.get("error"):
+        return (
+            f"{gettext('❌ 오류:')} {terminal_value(str(tried['error'].get('reason') or tried['error'].get('code')))}"
+        )
+    rate = tried.get("tokens_per_s")
+    return gettext("{tokens}개 토큰 · {rate} 토큰/초 · 첫 토큰: Enter부터 {enter}초, 생성 요청부터 {first}초").format(
+        tokens=tried.get("tokens", 0), rate=f"{rate:.1f}" if isinstance(rate, int | float) else "—",
+        enter=_secs(tried.get("after_enter_s")), first=_secs(tried.get("first_token_s")),
+    )  # fmt: skip
+
+
+def _secs(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, int | float) else "—"
+
+
 class Command(BaseCommand):
-    help = "Load a checkpoint (a name from --list, or a folder path) with progress bars."
+    help = (
+        "Load a checkpoint (a name from --list, or a folder path) in this command's own model host, "
+        "with progress bars on stderr, recorded in the job history like a load from the web page."
+    )
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        kwargs.setdefault("epilog", EXIT_CODES)
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parser.formatter_class = _HelpFormatter
+        return parser
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("model", nargs="?", help="model name from --list, or a checkpoint folder")
-        parser.add_argument("--device", default="auto", choices=DEVICES)
-        parser.add_argument("--dtype", default="auto", choices=DTYPES)
+        parser.add_argument(
+            "--device", default="auto", choices=DEVICES,
+            help="where the model is loaded: auto picks MPS, then CUDA, then the CPU (default: auto)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--dtype", default="auto", choices=DTYPES,
+            help="the weights' dtype in memory: auto keeps the checkpoint's (config.json), changed only "
+            "where the device cannot hold it (and then said) (default: auto)",
+        )  # fmt: skip
         parser.add_argument("--json", action="store_true", help="print the final snapshot as JSON on stdout")
-        parser.add_argument("--list", action="store_true", help="list the models the dashboard offers")
+        parser.add_argument(
+            "--list", action="store_true",
+            help="list the models the dashboard offers: aligned columns on a terminal, tab-separated into a pipe",
+        )  # fmt: skip
         parser.add_argument("--merge", action="store_true", help="merge a PEFT adapter into its base model")
         parser.add_argument(
-            "--lang", choices=("ko", "en"), default=default_lang(), help="message language (default: from LANG)"
+            "--try", dest="try_prompt", metavar="PROMPT",
+            help="after the load, generate an answer to PROMPT (greedy), streamed, then tokens/s and the time "
+            "from Enter to the first token; --json includes it",
+        )  # fmt: skip
+        parser.add_argument(
+            "--max-new-tokens", type=_tokens, default=32, help="with --try: tokens to generate, 1-256 (default: 32)"
         )
+        parser.add_argument("--chat", action="store_true", help="with --try: use the tokenizer's chat template")
+        parser.add_argument(
+            "--lang",
+            choices=("ko", "en"),
+            default=default_lang(),
+            help="message language (default: from LC_ALL, LC_MESSAGES or LANG: English locales English, else Korean)",
+        )
+
+    def _json(self, value: dict[str, Any]) -> None:
+        # JSON escapes C0 controls only: C1 (U+009B CSI), bidi and line separators as \uXXXX too.
+        self.stdout.write(terminal_json(json.dumps(value, ensure_ascii=False, indent=2)))
 
     def handle(self, *args: Any, **opts: Any) -> None:
         serving, IDENTITY.serving = IDENTITY.serving, False  # our model dies with us: never advertise it
@@ -128,8 +272,13 @@ class Command(BaseCommand):
 
     def _handle(self, opts: dict[str, Any], cancel: threading.Event, started: list[str]) -> None:
         if opts["list"]:
-            for info in describe_all():
-                self.stdout.write(list_line(info))
+            infos = describe_all()
+            if self.stdout.isatty():  # a person reads it: a table; a script reads tab-separated rows
+                lines = list_table(infos, shutil.get_terminal_size().columns)
+            else:
+                lines = [list_line(info) for info in infos]
+            for text in lines:
+                self.stdout.write(text)
             return
         if not opts["model"]:
             raise CommandError(gettext("모델 이름이나 폴더 경로를 지정하세요 (목록: loadmodel --list)."), returncode=2)
@@ -167,9 +316,8 @@ class Command(BaseCommand):
             bars.close()
         publisher.flush()  # the final snapshot must reach Redis before this process exits
         state = loader_state(job=job)
-        if opts["json"]:
-            # JSON escapes C0 controls only: C1 (U+009B CSI), bidi and line separators as \uXXXX too.
-            self.stdout.write(terminal_json(json.dumps(state["job"], ensure_ascii=False, indent=2)))
+        if opts["json"] and not (job.state == "succeeded" and opts["try_prompt"]):
+            self._json(state["job"])
         connection.close()
         if job.state == "succeeded":
             took = f"{job.timings.get('total', 0):.2f}s"
@@ -178,9 +326,26 @@ class Command(BaseCommand):
             for note in (job.metadata or {}).get("notes") or []:  # what changed from what was asked, or was left out
                 text = in_lang(note.get("template", ""), note.get("params") or {}, opts["lang"])
                 self.stderr.write(f"ℹ {terminal_value(text)}")
+            if opts["try_prompt"]:
+                out = sys.stderr if opts["json"] else sys.stdout
+                tried = try_model(
+                    job, opts["try_prompt"], max_new_tokens=opts["max_new_tokens"], chat=opts["chat"], cancel=cancel,
+                    out=out, grace_s=CLI_CANCEL_GRACE_S,
+                )  # fmt: skip
+                self.stderr.write(_try_line(tried))
+                if opts["json"]:
+                    self._json(state["job"] | {"try": tried, "command_s": round(time.time() - process_started_at(), 3)})
+                if tried["state"] == "cancelled":
+                    sys.exit(130)
+                if tried["state"] != "done":
+                    sys.exit(1)
             return
         if job.state == "cancelled":
             self.stderr.write(gettext("로드가 취소되었습니다."))
+            saved = job.error_params or {}  # what else the cancel cost (the model this load had unloaded)
+            if saved.get("template"):
+                said = in_lang(saved["template"], saved.get("params") or {}, opts["lang"])
+                self.stderr.write(f"ℹ {terminal_value(said)}")
             sys.exit(130)
         saved = job.error_params or {}
         error = in_lang(saved.get("template") or job.error_message, saved.get("params") or {}, opts["lang"])
