@@ -81,7 +81,9 @@ def test_model_list_survives_every_hostile_folder(client: Client, hostile_root: 
         assert set(models[name]) >= {"name", "size_bytes", "shards", "architecture", "model_type", "source"}
     assert models["arch-five"]["architecture"] is None
     assert all(m["problem"] is None for name, m in models.items() if name in ("fifo-tokenizer", "renamed"))
-    assert not any(name.startswith("evil/") for name in models)  # HF-cache escapes are not offered
+    evil = {name: m for name, m in models.items() if name.startswith("evil/")}
+    assert set(evil) == {"evil/ref", "evil/link", "evil/fifo"}  # HF-cache escapes: listed with why, never offered
+    assert all(m["problem"] and not m["shards"] for m in evil.values()), evil
     out = StringIO()
     call_command("loadmodel", "--list", stdout=out)
     assert "good" in out.getvalue() and "arch-dict" in out.getvalue()
