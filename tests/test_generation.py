@@ -165,30 +165,3 @@ def test_a_load_clicked_during_a_generation_stops_the_generation_first(client: C
     assert ended["state"] in ("cancelled", "done") and job.state == "succeeded"
     status = client.get("/api/status").json()
     assert status["loaded"]["name"] == "tied" and status["generation"] is None  # the last answer was tiny's
-
-
-def test_loadmodel_try_streams_the_answer_then_its_speed_and_json_has_it(models_root: Path, tmp_path: Path) -> None:
-    import subprocess
-
-    from .conftest import PYTHON, ROOT, migrate, server_env
-
-    env = server_env(models_root, tmp_path / "cli.sqlite3") | {"LANG": "en_US.UTF-8", "LC_ALL": ""}
-    migrate(env)
-    run = subprocess.run(
-        [PYTHON, "manage.py", "loadmodel", "tiny", "--dtype", "float32", "--try", "MACtuner loads models",
-         "--max-new-tokens", "8"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    answer = run.stdout.strip()
-    assert answer == plain_greedy(models_root / "tiny", "MACtuner loads models", 8).strip()
-    assert "tokens/s" in run.stderr and "after Enter" in run.stderr and not HANGUL.search(run.stderr.splitlines()[-1])
-    run = subprocess.run(
-        [PYTHON, "manage.py", "loadmodel", "tiny", "--dtype", "float32", "--try", "안녕", "--json"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    snapshot = json.loads(run.stdout)
-    assert snapshot["state"] == "succeeded" and snapshot["try"]["state"] == "done" and snapshot["try"]["tokens"] >= 1
-    assert snapshot["command_s"] >= snapshot["try"]["after_enter_s"] > 0
-    assert snapshot["wall_s"] is not None

@@ -245,9 +245,12 @@ def test_a_quantized_checkpoint_without_its_package_names_the_package(root: Path
     assert "pip install bitsandbytes" in refused.value.user_message and "transformers" not in refused.value.user_message
 
 
-def test_the_terminal_names_ignored_tensors_and_reads_a_base_anywhere(root: Path, tmp_path: Path) -> None:
-    """``loadmodel`` is the user's own shell: an adapter's base outside the models folder loads, and
-    the tensors a checkpoint's model had no place for are named after the success line."""
+def test_the_terminal_reads_a_base_anywhere_names_ignored_tensors_and_tries_the_model(
+    root: Path, tmp_path: Path
+) -> None:
+    """``loadmodel`` is the user's own shell: an adapter's base outside the models folder loads,
+    the tensors its model had no place for are named after the success line, and ``--try`` streams
+    an answer (to stderr beside ``--json``), then its speed; the JSON carries the try."""
     import subprocess
 
     from .conftest import PYTHON, ROOT, migrate, server_env
@@ -256,11 +259,12 @@ def test_the_terminal_names_ignored_tensors_and_reads_a_base_anywhere(root: Path
     shutil.copytree(root / "tiny", elsewhere)
     _add_tensor(elsewhere, "model.extra_head.weight")
     layouts.write_lora(root / "lora-out", root / "tiny", str(elsewhere))
-    env = server_env(root, tmp_path / "cli.sqlite3") | {"LANG": "en_US.UTF-8"}
+    env = server_env(root, tmp_path / "cli.sqlite3") | {"LANG": "en_US.UTF-8", "LC_ALL": ""}
     migrate(env)
     run = subprocess.run(
-        [PYTHON, "manage.py", "loadmodel", "lora-out", "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=180,
+        [PYTHON, "manage.py", "loadmodel", "lora-out", "--json", "--try", "MACtuner loads models",
+         "--max-new-tokens", "6"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     snapshot = json.loads(run.stdout)
@@ -269,3 +273,11 @@ def test_the_terminal_names_ignored_tensors_and_reads_a_base_anywhere(root: Path
     assert "model.extra_head.weight" in snapshot["notes"][-1]["en"]
     note = next(line for line in run.stderr.splitlines() if line.startswith("ℹ"))
     assert "model.extra_head.weight" in note and "not loaded" in note and not HANGUL.search(note), run.stderr
+    tried = snapshot["try"]
+    from loader.management.trying import terminal_text
+
+    assert tried["state"] == "done" and 1 <= tried["tokens"] <= 6 and terminal_text(tried["text"]) in run.stderr
+    assert snapshot["command_s"] >= tried["after_enter_s"] > tried["first_token_s"] > 0
+    assert snapshot["wall_s"] is not None and snapshot["first_token_s"] is None  # the row was read before the try
+    speed = run.stderr.strip().splitlines()[-1]
+    assert "tokens/s" in speed and "after Enter" in speed and not HANGUL.search(speed), run.stderr
