@@ -255,3 +255,24 @@ def test_the_loaded_model_answers_on_the_page_streamed_with_its_speed(
     late.wait_for_function("() => document.getElementById('try-output').textContent.length > 0", timeout=10_000)
     assert late.inner_text("#try-output") == answer and "tokens" in late.inner_text("#try-stats")
     late.context.close()
+
+
+def test_a_phone_gets_the_picker_first_all_in_english_and_nothing_wider_than_the_screen(
+    browser: Any, server: LiveServer
+) -> None:
+    context = browser.new_context(locale="en-US", viewport={"width": 390, "height": 844})
+    phone = context.new_page()
+    phone.goto(server.url + "/")
+    phone.wait_for_function("() => window.MACtuner && window.MACtuner.modelsLoaded")
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    picker, history = phone.locator("#model-select").bounding_box(), phone.locator("#history").bounding_box()
+    assert picker is not None and history is not None and picker["y"] < history["y"] < 2000
+    phone.evaluate(
+        "() => { document.getElementById('try-output').textContent = ''; }"
+    )  # the model's words, not the UI's
+    text = phone.inner_text("body")
+    assert not re.search(r"[\uac00-\ud7a3]", text.replace("한국어", "")), (
+        text
+    )  # the language menu names Korean in Korean
+    assert phone.get_attribute("#progress-box .bar", "aria-labelledby") == "progress-title"
+    context.close()

@@ -239,6 +239,16 @@
   }
   els.historyMore.addEventListener("click", () => loadHistory(true));
 
+  // "LORA r4 α8 → tiny": what an adapter is and what it sits on, in the picker and on the card.
+  function adapterText(a) {
+    let text = String(a.type || "PEFT");
+    if (a.rank !== null && a.rank !== undefined) text += " r" + a.rank;
+    if (a.alpha !== null && a.alpha !== undefined) text += " α" + a.alpha;
+    if (a.base) text += " → " + a.base;
+    if (a.merged !== undefined) text += " (" + (a.merged ? T.merged : T.separate) + ")";
+    return text;
+  }
+
   function renderCard(loaded) {
     if (!loaded) { els.card.hidden = true; return; }
     els.card.hidden = false;
@@ -253,6 +263,7 @@
       if (key === "memory_bytes") v = fmtBytes(v);
       if (key === "parameters") v = Number(v).toLocaleString();
       if (typeof v === "boolean") v = v ? "✓" : "—";
+      if (key === "adapter" && typeof v === "object") v = adapterText(v);
       // The class that was loaded; a config that claimed another name is shown beside it, not instead.
       const claim = key === "architecture" && md.claimed_architecture ? "config.json: " + md.claimed_architecture : "";
       rows.push([T.meta[key], String(v), claim]);
@@ -298,6 +309,7 @@
         const shown = m.display_name || m.name, warning = nameWarning(m.name_warning);
         pickerNames.set(m.name, { display: shown, warning: m.name_warning || null });
         o.textContent = shown + " (" + fmtBytes(m.size_bytes) + ", " + shardCount(m.shards) + ")";
+        if (m.kind === "adapter" && m.adapter) o.textContent += " · " + adapterText(m.adapter);  // a LoRA says so, and its base
         o.title = shown;  // a long name is cut at the select's width: the whole of it on hover
         if (warning) {  // a name that passes for another one says so where it is picked
           o.textContent += " ⚠ " + warning;
