@@ -79,7 +79,7 @@ def test_load_shows_progress_then_100_percent_and_metadata(page: Any) -> None:
     box.wait_for(state="visible", timeout=1000)
     assert "로드 중..." in box.inner_text()
     page.wait_for_function(
-        "() => window.MACtuner.state.job && window.MACtuner.state.job.stage === 'weights' && window.MACtuner.state.job.percent > 45",
+        "() => window.MACtuner.state.job && window.MACtuner.state.job.stage === 'weights' && window.MACtuner.state.job.percent > 52",  # past the rate's settling
         timeout=30_000,
     )
     assert "샤드" in page.inner_text("#progress-detail") and "MB/s" in page.inner_text("#progress-detail")

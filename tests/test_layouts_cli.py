@@ -34,6 +34,8 @@ def test_every_layout_is_made_from_the_command_line_and_listed(
     listed = {m["name"]: m for m in client.get("/api/models").json()["models"]}
     assert listed["run/checkpoint-20"]["kind"] == "checkpoint" and listed["run/checkpoint-20"]["step"] == 20
     assert listed["acme/tied"]["source"] == "hf-cache" and listed["acme/tied"]["problem"] is None
-    assert "GGUF" in listed["q4"]["problem"]  # (lora, bin and mlx import torch for seconds each: made in Python by test_finetune, test_formats)
+    assert (
+        "GGUF" in listed["q4"]["problem"]
+    )  # (lora, bin and mlx import torch for seconds each: made in Python by test_finetune, test_formats)
     usage = subprocess.run([PYTHON, "-m", "mactuner_dev", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert usage.returncode == 0 and "trainer-run" in usage.stdout and "hf-cache" in usage.stdout

@@ -79,5 +79,18 @@ def test_byte_progress_paces_reports_and_stops_on_cancel() -> None:
     started = time.monotonic()
     assert progress.pace(1000) is False  # ten seconds of budget, cut short by the cancel
     assert time.monotonic() - started < 1.0
-    rate, eta = progress.rate_and_eta(500)
-    assert rate > 0 and eta is not None and eta > 0
+    assert progress.rate_and_eta(500) == (0.0, None)  # half of one chunk, 0.1 s: not a reading yet
+    rate, eta = progress.rate_and_eta(1000)
+    assert 0 < rate <= 100.0 and eta == 0  # all done: the rate, never above the cap
+
+
+def test_first_rate_readings_wait_to_settle_and_never_exceed_the_cap() -> None:
+    from loader.pipeline.weights.bytes_progress import SETTLE_S, ByteProgress
+
+    capped = ByteProgress(1 << 30, threading.Event(), limit_bps=60e6)
+    assert capped.rate_and_eta(capped.chunk) == (0.0, None)  # one free chunk: no "493 MB/s under a 60 MB/s cap"
+    capped.started -= SETTLE_S + 0.1
+    rate, eta = capped.rate_and_eta(3 * capped.chunk + (100 << 20))
+    assert rate <= 60e6 and eta is not None and eta > 0
+    free = ByteProgress(1 << 20, threading.Event())
+    assert free.rate_and_eta(1 << 20)[0] > 0  # a load done within the settling time still has its rate

@@ -19,6 +19,10 @@ MIN_CHUNK = 1 << 20
 # to the cap (and to the cancel check) about every 25 ms, so the rate is smooth at any cap.
 CHUNKS_PER_S = 40
 WAKE_S = 0.05  # how often a wait for the cap looks at cancel
+# A rate from the first chunk or two is noise ("1 MB/s, 3m 51s left", then 72 MB/s half a second
+# later; a free first chunk under a cap read as 8× the cap): no rate or ETA until both have passed.
+SETTLE_S = 0.5
+SETTLE_CHUNKS = 2
 
 
 def chunk_bytes(limit_bps: float) -> int:
@@ -66,10 +70,15 @@ class ByteProgress:
 
     def rate_and_eta(self, done: int, total: int | None = None) -> tuple[float, float | None]:
         """Bytes per second since the start and seconds left for ``total`` (default: our total);
-        (0, None) before the first byte."""
+        (0, None) before the reading settles (``SETTLE_S`` and ``SETTLE_CHUNKS``) unless all is done.
+        Under a cap the rate never reads above it (the first chunk is not paced)."""
         elapsed = time.monotonic() - self.started
+        total = self.total if total is None else total
         if elapsed <= 0 or done <= 0:
             return 0.0, None
+        if done < total and (elapsed < SETTLE_S or done < SETTLE_CHUNKS * self.chunk):
+            return 0.0, None
         rate = done / elapsed
-        left = (self.total if total is None else total) - done
-        return rate, max(left, 0) / rate
+        if self.limit_bps > 0:
+            rate = min(rate, self.limit_bps)
+        return rate, max(total - done, 0) / rate
