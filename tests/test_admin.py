@@ -44,3 +44,17 @@ def test_one_active_job_is_a_database_constraint() -> None:
     with pytest.raises(IntegrityError), transaction.atomic():
         LoadJob.objects.create(model_name="b", model_path="/b", state="queued")
     LoadJob.objects.create(model_name="c", model_path="/c", state="failed")  # history is unconstrained
+
+
+def test_the_korean_admin_speaks_korean_and_shows_json_readably(
+    admin_client_with_history: tuple[Client, LoadJob],
+) -> None:
+    client, job = admin_client_with_history
+    LoadJob.objects.filter(pk=job.pk).update(metadata={"architecture": "LlamaForCausalLM", "notes": [{"text": "메모"}]})
+    listing = client.get("/admin/loader/loadjob/", HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+    assert "로드 작업" in listing and "load job" not in listing.lower().replace("loadjob", "")
+    assert "결과" in listing and "시작한 곳" in listing  # the filters' titles
+    detail = client.get(f"/admin/loader/loadjob/{job.pk}/change/", HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+    assert "세부 정보" in detail and "첫 토큰까지" in detail
+    assert '<pre class="json">' in detail and '"architecture": "LlamaForCausalLM"' in detail.replace("&quot;", '"')
+    assert "메모" in detail  # non-ASCII as itself, not \\uXXXX

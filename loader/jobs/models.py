@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 
 class LoadJob(models.Model):
@@ -30,12 +31,12 @@ class LoadJob(models.Model):
     model_path = models.CharField(max_length=1000)
     device_requested = models.CharField(max_length=16, default="auto")
     dtype_requested = models.CharField(max_length=16, default="auto")
-    device = models.CharField(max_length=16, blank=True)
+    device = models.CharField(_("장치"), max_length=16, blank=True)
     dtype = models.CharField(max_length=16, blank=True)
-    source = models.CharField(max_length=8, choices=Source.choices, default=Source.WEB)
+    source = models.CharField(_("시작한 곳"), max_length=8, choices=Source.choices, default=Source.WEB)
     # The slot the job loads into; one active job per slot (one model per server).
     slot = models.CharField(max_length=32, default="default")
-    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
+    state = models.CharField(_("결과"), max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
     stage = models.CharField(max_length=16, default="preparing")
     percent = models.FloatField(default=0.0)
     message = models.CharField(max_length=500, blank=True)
@@ -66,6 +67,9 @@ class LoadJob(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # The admin speaks the users' language: "로드 작업", not "load job" run through Korean grammar.
+        verbose_name = _("로드 작업")
+        verbose_name_plural = _("로드 작업")
         constraints = [
             models.UniqueConstraint(
                 fields=["slot"],
