@@ -111,7 +111,6 @@ class _Follower:
         self.percent = 0.0
         self.polled = self.beat = time.monotonic()
         self.storage_error = ""
-        self.dropped = False  # the host said it dropped the previous model for this load
 
     def on_event(self, event: dict[str, Any]) -> None:
         event["percent"] = self.percent = max(self.percent, float(event.get("percent", 0.0)))
@@ -132,7 +131,6 @@ class _Follower:
 
     def on_dropped(self) -> None:
         """The host dropped the previous model for this load: our server row says so now."""
-        self.dropped = True
         with contextlib.suppress(DatabaseError):
             servers.process_record_unloaded()
         publisher.send(loader_state_safe(self.job))
@@ -183,7 +181,6 @@ def execute_job(
         )  # fmt: skip
     except HostBusy:
         outcome = Outcome("failed", error={"code": "busy", "detail": "the model host is running another load"})
-    outcome.dropped = outcome.dropped or follower.dropped  # a "dropped" frame heard, whatever the end says
     return _record_outcome(job, outcome, follower.last_event, host)
 
 
