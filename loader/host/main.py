@@ -2,7 +2,7 @@
 
 Started by ``supervisor.Host`` as ``python -m loader.host FD`` (a fresh interpreter), it talks
 over the socket ``FD`` (``protocol``). Commands: ``load``, ``cancel``, ``unload``, ``generate``,
-``gen_cancel``, ``exit``.
+``gen_cancel``, ``fit`` (the picker's memory estimates, ``estimator``), ``exit``.
 It starts importing the heavy libraries at once, so a click after the server starts finds them
 ready or nearly so. It ignores Ctrl-C (the terminal's signal is for its parent, which decides)
 and dies with its parent: on Linux by ``PR_SET_PDEATHSIG``, elsewhere when the socket closes.
@@ -19,10 +19,10 @@ import sys
 import threading
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
 from loader.host import protocol
+from loader.host.estimator import Estimator, estimate
 from loader.pipeline.errors import LoadCancelled, LoadError
 from loader.pipeline.events import ProgressEvent
 from loader.pipeline.request import LoadRequest
@@ -98,6 +98,9 @@ class Host:
         # pinned ring) on purpose, so a host that used them is judged against itself, not a fresh one.
         self.baselines: dict[str, int] = {}
         self.device = ""
+        self.estimator = Estimator()
+        self.fit_lock = threading.Lock()  # one ask at a time; a newer one stops the older (fit_stop)
+        self.fit_stop = threading.Event()
 
     def imports(self) -> None:
         from loader.pipeline.preflight import warm_imports
@@ -125,15 +128,7 @@ class Host:
             self.out.send({"t": "event", "id": job_id, "event": event.to_dict(), "sent_at": time.time()})
 
         try:
-            bases: dict[str, str] = spec.get("bases") or {}
-            request = LoadRequest(
-                Path(spec["path"]), spec["device"], spec["dtype"], allow_remote_code=bool(spec.get("allow_remote_code")),
-                lang=spec.get("lang", "ko"), read_limit_bps=float(spec.get("read_limit_bps", 0.0)),
-                name=spec.get("name", ""), merge=bool(spec.get("merge")),
-                requested_at=float(spec.get("requested_at", 0.0)),
-                base_resolver=lambda name: Path(bases[name]) if bases.get(name) else None,
-                base_roots_only=bool(spec.get("base_roots_only", True)),
-            )  # fmt: skip
+            request = LoadRequest.from_spec(spec)
             loaded = self.slot.load(request, on_event, cancel)
         except LoadCancelled:
             self.out.send({"t": "cancelled", "id": job_id, "dropped": had and self.slot.loaded is None})
@@ -180,6 +175,22 @@ class Host:
             del loaded
             self.gen_cancels.pop(gen_id, None)
 
+    def fit(self, fit_id: int, ask: dict[str, Any]) -> None:
+        self.fit_stop.set()  # the ask before this one is stale: it stops between two models
+        stop = self.fit_stop = threading.Event()
+        threading.Thread(target=self._fit, args=(fit_id, ask, stop), name=f"fit-{fit_id}", daemon=True).start()
+
+    def _fit(self, fit_id: int, ask: dict[str, Any], stop: threading.Event) -> None:
+        def send(frame: dict[str, Any]) -> None:
+            self.out.send({"t": "fit", "id": fit_id, **frame})
+
+        with self.fit_lock:
+            try:
+                estimate(self.estimator, ask, self.slot.loaded, send, stop)
+            except Exception as exc:  # a bug here must not end the host: the ask ends unanswered
+                log.exception("fit estimate %s failed", fit_id)
+                send({"results": {}, "done": True, "error": {"code": "internal", "message": repr(exc)[:300]}})
+
     def unload(self) -> None:
         if self.slot.busy:
             self.out.send({"t": "unloaded", "busy": True, "had": False, "rss": _rss()})
@@ -201,6 +212,8 @@ class Host:
                 log.error("ignored a command that is not ours: %s", exc)
                 continue
             op = message.get("op")
+            if op in ("load", "generate"):
+                self.fit_stop.set()  # the user's click comes before the picker's estimates
             if op == "load" and isinstance(message.get("id"), int) and isinstance(message.get("request"), dict):
                 self.load(message["id"], message["request"])
             elif op == "cancel":
@@ -209,6 +222,8 @@ class Host:
                 self.generate(message["id"], message["request"])
             elif op == "gen_cancel":
                 self.gen_cancels.setdefault(int(message.get("id", 0)), threading.Event()).set()
+            elif op == "fit" and isinstance(message.get("id"), int) and isinstance(message.get("request"), dict):
+                self.fit(message["id"], message["request"])
             elif op == "unload":
                 self.unload()
             elif op == "exit":

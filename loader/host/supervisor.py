@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from loader.host import deaths, protocol
+from loader.host.fits import FitBoard
 
 log = logging.getLogger("loader.host")
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -110,6 +111,8 @@ def _valid(message: dict[str, Any]) -> bool:
         return isinstance(message.get("error"), dict)
     if kind == "gen":  # a generation's progress or end (generation.py)
         return isinstance(message.get("state"), str) and isinstance(message.get("text", ""), str)
+    if kind == "fit":  # the picker's memory estimates (fits.py)
+        return isinstance(message.get("results"), dict) and isinstance(message.get("available", 0), int)
     return kind in ("dropped", "cancelled")
 
 
@@ -169,6 +172,8 @@ class _Process:
                 if kind == "ready":
                     self.fresh_rss = int(message.get("rss") or 0)
                     self.ready.set()
+                elif kind == "fit":
+                    self.owner.fits.deliver(message)
                 elif kind == "unloaded":
                     if self.unloading:  # an answer nobody asked for is dropped, never kept
                         self.replies.put(message)
@@ -205,6 +210,7 @@ class Host:
         self._following: tuple[_Process, _Mailbox] | None = None  # the load being followed, and its host
         self.model: dict[str, Any] | None = None  # what the host holds (its summary)
         self.on_lost = on_lost  # (model, why) when a host dies holding a model outside a load
+        self.fits = FitBoard()  # the picker's memory estimates, asked of this host
         self._exit_hook = False
 
     # --- the process --------------------------------------------------------------------------------

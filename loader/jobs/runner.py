@@ -26,7 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, DataError, OperationalError, close_old_connections, connection
 
-from loader.catalog.listing import resolve_base
+from loader.catalog.listing import ModelEntry, resolve_base
 from loader.host.supervisor import Host, HostBusy, Outcome
 from loader.jobs import servers, services
 from loader.jobs.local import MODEL_HOST, TOKENS
@@ -87,17 +87,23 @@ def load_spec(job: LoadJob) -> dict[str, Any]:
     """What the host is asked to load. An adapter's base is resolved here, by the catalog (the
     host has no Django and no settings); the host's preflight checks everything else."""
     path = Path(job.model_path)
-    bases: dict[str, str] = {}
-    with contextlib.suppress(Exception):  # not an adapter, or a broken one: the host says why
-        base = read_adapter_config(path, folder_root(path)).get("base_model_name_or_path")
-        if isinstance(base, str) and (found := resolve_base(base, anywhere=job.source == "cli")) is not None:
-            bases[base] = str(found)
+    bases = adapter_bases(path, anywhere=job.source == "cli")
     return {
         "path": str(path), "device": job.device_requested, "dtype": job.dtype_requested, "lang": job.lang,
         "allow_remote_code": settings.MACTUNER_TRUST_REMOTE_CODE, "name": job.model_name, "merge": job.merge,
         "read_limit_bps": settings.MACTUNER_READ_LIMIT_MBPS * 1e6, "requested_at": job.created_at.timestamp(),
         "bases": bases, "base_roots_only": job.source != "cli",
     }  # fmt: skip
+
+
+def adapter_bases(path: Path, *, anywhere: bool, catalog: list[ModelEntry] | None = None) -> dict[str, str]:
+    """{base name: folder} for an adapter folder ({} otherwise): the catalog resolves the base
+    (the host has no Django and no settings); ``anywhere`` only for the terminal's own loads."""
+    with contextlib.suppress(Exception):  # not an adapter, or a broken one: the host says why
+        base = read_adapter_config(path, folder_root(path)).get("base_model_name_or_path")
+        if isinstance(base, str) and (found := resolve_base(base, catalog, anywhere=anywhere)) is not None:
+            return {base: str(found)}
+    return {}
 
 
 class _Follower:

@@ -39,6 +39,19 @@ class LoadRequest:
     def display_name(self) -> str:
         return self.name or self.path.name
 
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> LoadRequest:
+        """The request the web side sent the host as JSON (``runner.load_spec``); an adapter's
+        base comes from its ``bases`` map (the catalog resolved it; the host has no settings)."""
+        bases: dict[str, str] = spec.get("bases") or {}
+        return cls(
+            Path(spec["path"]), spec["device"], spec["dtype"], allow_remote_code=bool(spec.get("allow_remote_code")),
+            lang=spec.get("lang", "ko"), read_limit_bps=float(spec.get("read_limit_bps", 0.0)),
+            name=spec.get("name", ""), merge=bool(spec.get("merge")), requested_at=float(spec.get("requested_at", 0.0)),
+            base_resolver=lambda name: Path(bases[name]) if bases.get(name) else None,
+            base_roots_only=bool(spec.get("base_roots_only", True)),
+        )  # fmt: skip
+
 
 @dataclass
 class LoadedModel:

@@ -15,7 +15,7 @@ import weakref
 from typing import Any
 
 from loader.pipeline import device as devices
-from loader.pipeline.dtypes import element_size
+from loader.pipeline import fit
 from loader.pipeline.errors import DoesNotFit, LoadCancelled, LoaderBusy, LoadError
 from loader.pipeline.events import EventCallback
 from loader.pipeline.i18n import as_note, gettext_noop
@@ -26,10 +26,6 @@ from loader.pipeline.preflight import preflight, warm_imports
 from loader.pipeline.request import LoadedModel, LoadRequest
 from loader.pipeline.stages import Reporter, load_checkpoint
 from loader.pipeline.weights.streamed import EarlyReads
-
-
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB"
 
 
 def _drop_tracebacks(error: BaseException | None) -> None:
@@ -135,24 +131,11 @@ class ModelSlot:
 
     def _check_fits(self, request: LoadRequest, info: Any, max_bytes: int | None) -> None:
         target = devices.resolve_device(request.device)
-        element = element_size(request.dtype)
-        need = info.bytes_at(element)
-        if info.plan is not None:  # what the config implies, in the dtype the model will hold
-            need = max(need, info.plan.nbytes)
-        current = self._loaded
-        freed = int(current.metadata.get("memory_bytes", 0)) if current and current.device == target else 0
-        available = devices.available_bytes(target) + freed
-        if max_bytes is not None:
-            available = min(available, max_bytes)
+        need = fit.need_bytes(info, request.dtype)
+        available = fit.room_bytes(target, self._loaded, max_bytes)
         if need > available:
             raise DoesNotFit(
-                gettext_noop(
-                    "메모리가 부족합니다: {gb} 필요, {target}에서 {gb2} 사용 가능",
-                    gb=_gb(need),
-                    target=target,
-                    gb2=_gb(available),
-                ),
-                f"need={need} available={available} device={target}",
+                fit.does_not_fit(need, available, target), f"need={need} available={available} device={target}"
             )
 
     def unload(self) -> bool:

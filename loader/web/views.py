@@ -121,15 +121,8 @@ async def jobs(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"jobs": page, "more": more})
 
 
-@require_POST
-@staff_required(api=True)
-def load(request: HttpRequest) -> JsonResponse:
-    data = _json_body(request)
-    if isinstance(data, JsonResponse):
-        return data
-    name, device, dtype = data.get("model"), data.get("device", "auto"), data.get("dtype", "auto")
-    if not isinstance(name, str) or not name.strip():
-        return _error(400, gettext_noop("'model'에 모델 이름(문자열)을 지정하세요."))
+def options_refusal(device: Any, dtype: Any) -> JsonResponse | None:
+    """The 400 for a device or dtype a load (or a fit hint) cannot take; None when both are usable."""
     if not isinstance(device, str) or device not in DEVICES:
         return _error(
             400,
@@ -148,6 +141,20 @@ def load(request: HttpRequest) -> JsonResponse:
                 "알 수 없는 dtype입니다: {value} (가능: {choices})", value=repr(dtype), choices=", ".join(DTYPES)
             ),
         )
+    return None
+
+
+@require_POST
+@staff_required(api=True)
+def load(request: HttpRequest) -> JsonResponse:
+    data = _json_body(request)
+    if isinstance(data, JsonResponse):
+        return data
+    name, device, dtype = data.get("model"), data.get("device", "auto"), data.get("dtype", "auto")
+    if not isinstance(name, str) or not name.strip():
+        return _error(400, gettext_noop("'model'에 모델 이름(문자열)을 지정하세요."))
+    if (refused := options_refusal(device, dtype)) is not None:
+        return refused
     merge = data.get("merge", False)
     if not isinstance(merge, bool):
         return _error(400, gettext_noop("'merge'는 true 또는 false여야 합니다: {value}", value=repr(merge)[:40]))

@@ -329,6 +329,7 @@
       if (current && data.models.some((m) => m.name === current)) els.model.value = current;
       syncedJob = null;  // the options exist now: show the running job's model
       modelsLoaded = true;
+      document.dispatchEvent(new CustomEvent("mactuner:models", { detail: { options: modelOptions } }));  // fit.js
     } catch (e) { notice(String(e)); }
     render();
   }
@@ -404,5 +405,6 @@
   setInterval(() => { if (state.job && state.job.active && BEFORE_BYTES.includes(state.job.stage)) renderBox(state.job); }, 1000);
   window.MACtuner = {
     get state() { return state; }, get modelsLoaded() { return modelsLoaded; }, get history() { return history; },
+    fmtBytes,
   };
 })();

@@ -46,7 +46,7 @@ from loader.pipeline.inspect.safefs import (
 )
 from loader.pipeline.inspect.torchbin import read_bin
 
-__all__ = ["INDEX_NAME", "MAX_HEADER_BYTES", "CheckpointInfo", "TensorInfo"]
+__all__ = ["INDEX_NAME", "MAX_HEADER_BYTES", "CheckpointInfo", "TensorInfo", "tensor_bytes"]
 
 INDEX_NAME = "model.safetensors.index.json"
 
@@ -96,9 +96,14 @@ class CheckpointInfo:
 
     def bytes_at(self, target_element_size: int | None) -> int:
         """Memory the weights need once loaded in a dtype of ``target_element_size`` bytes."""
-        if target_element_size is None:
-            return self.total_bytes
-        return sum(t.numel * target_element_size if t.dtype in FLOAT_CODES else t.nbytes for t in self.tensors.values())
+        return tensor_bytes(self.tensors, target_element_size)
+
+
+def tensor_bytes(tensors: dict[str, TensorInfo], target_element_size: int | None) -> int:
+    """Memory ``tensors`` take once loaded: floats in the target dtype (as stored for None), the rest as stored."""
+    if target_element_size is None:
+        return sum(t.nbytes for t in tensors.values())
+    return sum(t.numel * target_element_size if t.dtype in FLOAT_CODES else t.nbytes for t in tensors.values())
 
 
 def _open_folder(path: Path) -> None:
