@@ -190,9 +190,11 @@ def admin_states(views: list[View], url: str, job_id: int, out: Path, problems: 
         page.fill("#id_password", PASSWORD)
         page.click("input[type=submit]")
         wait(view, "admin", "() => document.querySelectorAll('#result_list tbody tr').length >= 4")
+        page.wait_for_load_state("networkidle")  # the admin's icons are CSS backgrounds, fetched after the rows
         shoot(view, "admin", out, None, problems)
         page.goto(f"{url}/admin/loader/loadjob/{job_id}/change/")
         wait(view, "admin-job", "() => document.querySelectorAll('.stage-chart .seg').length >= 4")
+        page.wait_for_load_state("networkidle")
         shoot(view, "admin-job", out, ".stage-chart", problems)
 
 
