@@ -218,7 +218,9 @@ def run(out: Path, chromium: str | None, work: Path) -> list[str]:
             views = open_views(browser, server.url)
             driver = views[0]  # clicks happen in one tab; the others follow over the websocket, as viewers do
 
-            every(views, "idle", "() => window.MACtuner && window.MACtuner.modelsLoaded", out, None, problems)
+            # Settled: the models listed and, where the page has fit hints, the picker's verdicts in.
+            every(views, "idle", "() => window.MACtuner && window.MACtuner.modelsLoaded && (!document.getElementById"
+                  "('fit-note') || !!document.querySelector('#model-select option[data-fit]'))", out, None, problems)  # fmt: skip
 
             click_load(driver, BIG)
             every(views, "loading", job_is(
