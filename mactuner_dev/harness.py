@@ -146,6 +146,7 @@ class Api:
         res = conn.getresponse()
         res.read()
         self.token = res.getheader("Set-Cookie", "").split("csrftoken=")[1].split(";")[0]
+        self.headers: dict[str, str] = {}  # added to every call (e.g. Accept-Language)
 
     def call(self, method: str, path: str, body: object = None) -> tuple[int, dict[str, object]]:
         import http.client
@@ -153,6 +154,7 @@ class Api:
 
         conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
         headers = {"Content-Type": "application/json", "X-CSRFToken": self.token, "Cookie": f"csrftoken={self.token}"}
+        headers |= self.headers
         conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
         res = conn.getresponse()
         raw = res.read()

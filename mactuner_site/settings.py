@@ -209,9 +209,15 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# One console handler for the whole process, on the root: configuring the root replaces the handler
+# daphne's command line installs (which printed every loader line a second time, with a timestamp),
+# and every line, daphne's and Django's included, is written above the terminal's bars, never
+# into them (``loader.web.console``).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"loader": {"handlers": ["console"], "level": os.environ.get("MACTUNER_LOG_LEVEL", "INFO")}},
+    "formatters": {"line": {"format": "%(asctime)s %(levelname)-8s %(message)s"}},
+    "handlers": {"console": {"class": "loader.web.console.BarSafeHandler", "formatter": "line"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {"loader": {"level": os.environ.get("MACTUNER_LOG_LEVEL", "INFO")}},
 }

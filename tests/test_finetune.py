@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -154,6 +155,31 @@ def test_merge_folds_the_adapter_into_the_base(client: Client, tuned_root: Path)
     loaded = load_in_process(tuned_root / "models/lora", dtype="float32", merge=True)
     assert type(loaded.model).__name__ == "LlamaForCausalLM"
     assert torch.allclose(_logits(loaded.model, loaded.tokenizer), unmerged, atol=1e-4)  # type: ignore[arg-type]
+
+
+def test_the_merge_says_so_and_shows_no_time_left_while_it_runs(tuned_root: Path) -> None:
+    """All bytes are read before the merge: the bar must not sit at 85 % saying "0 s remaining"."""
+    import threading
+
+    from loader.catalog.listing import resolve_base
+    from loader.pipeline import LoadRequest, ModelSlot
+
+    events: list[Any] = []
+    request = LoadRequest(
+        tuned_root / "models/lora", "cpu", "float32", name="lora", merge=True, base_resolver=resolve_base
+    )
+    ModelSlot().load(request, events.append, threading.Event())
+    merging = [e for e in events if e.message == "어댑터를 기본 모델에 병합 중..."]
+    assert merging and all(e.stage.value == "weights" and e.detail.eta_s is None for e in merging), merging
+    after = events[events.index(merging[0]) :]
+    assert [e.stage.value for e in after if e.stage.value != "weights"][0] == "device", "merged, then moved"
+    unmerged: list[Any] = []
+    ModelSlot().load(
+        LoadRequest(tuned_root / "models/lora", "cpu", "float32", name="lora", base_resolver=resolve_base),
+        unmerged.append,
+        threading.Event(),
+    )
+    assert not [e for e in unmerged if "병합" in e.message], "no merge, no merge step"
 
 
 def test_merge_must_be_a_boolean(client: Client) -> None:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from loader.web.terminal import TerminalBars
 
-from .conftest import PYTHON, ROOT, Api, SocketWatcher, free_port, migrate, server_env, wait_port
+from .conftest import PYTHON, ROOT, Api, free_port, migrate, server_env, wait_port
 
 STAGES = ("preparing", "tokenizer", "config", "weights", "device", "metadata")
 
@@ -75,7 +75,9 @@ def pty_server(models_root: Path, tmp_path: Path) -> Iterator[Any]:
     servers: list[PtyServer] = []
 
     def make(**extra: str) -> PtyServer:
-        env = server_env(models_root, tmp_path / f"db{len(servers)}.sqlite3", **extra)
+        # The terminal speaks its own LANG (Korean unless it names English): fixed here, not the CI's.
+        env = server_env(models_root, tmp_path / f"db{len(servers)}.sqlite3", **({"LANG": "C.UTF-8"} | extra))
+        env.pop("LC_ALL", None), env.pop("LC_MESSAGES", None)
         migrate(env)
         servers.append(PtyServer(env))
         return servers[-1]
@@ -85,8 +87,11 @@ def pty_server(models_root: Path, tmp_path: Path) -> Iterator[Any]:
         server.stop()
 
 
-def load(server: PtyServer, model: str) -> dict[str, Any]:
+def load(server: PtyServer, model: str, lang: str = "ko") -> dict[str, Any]:
+    """Load through the HTTP API as a browser in ``lang`` would, polling the status meanwhile
+    (each poll is an access-log line written while the bars are on screen)."""
     api = Api(server)  # type: ignore[arg-type]
+    api.headers = {"Accept-Language": lang}
     status, body = api.call("POST", "/api/load", {"model": model, "device": "cpu"})
     assert status == 202, body
     return api.wait_idle()["job"]  # type: ignore[return-value]
@@ -97,18 +102,48 @@ def stage_lines(text: str, job_id: int) -> dict[str, float]:
     return {stage: float(secs) for stage, secs in found}
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?:INFO|WARNING|ERROR) ")
+ACCESS_LINE = re.compile(r"127\.0\.0\.1:\d+ - - \[")
+
+
+def assert_clean_terminal(raw: str, job_id: int) -> str:
+    """What a person sees go wrong in a terminal: a log or access line starting in the middle of a
+    bar's row (the bar's next redraw splits or overdraws it), a bar drawn into a log line's row,
+    and a line printed twice (once bare, once with a timestamp). Returns the text without ANSI."""
+    text = ANSI.sub("", raw).replace("\r\n", "\n")  # the pty turns each newline into CR LF
+    for pattern in (LOG_LINE, ACCESS_LINE):
+        for found in pattern.finditer(text):
+            line = text[found.start() : text.find("\n", found.start())]
+            assert found.start() == 0 or text[found.start() - 1] in "\r\n", (
+                f"written into a bar: {text[found.start() - 80 : found.end()]!r}"
+            )
+            assert "\r" not in line and "%|" not in line, f"a bar drawn into a log line: {line!r}"
+    started = [row for row in text.splitlines() if f"#{job_id}: " in row and "(web" in row or "(cli" in row]
+    assert len(started) == 1 and LOG_LINE.match(started[0].split("\r")[-1]), f"the start line, once: {started}"
+    for stage in STAGES:
+        rows = [row for row in text.split("\n") if f"#{job_id} " in row and f"({stage}):" in row]
+        assert len(rows) == 1, f"the {stage} line printed {len(rows)} times: {rows}"
+    return text
+
+
 def test_web_load_draws_both_bars_and_logs_each_stage_in_the_server_terminal(pty_server: Any) -> None:
     server = pty_server(MACTUNER_READ_LIMIT_MBPS="100")  # long enough for several shard redraws
-    job = load(server, "medium")
+    job = load(server, "medium", lang="en")  # an English browser; the terminal's LANG is not English
     assert job["state"] == "succeeded"
-    text = server.wait_for(rf"✅ 모델 로드 완료! #{job['id']} medium")
-    assert re.search(r"체크포인트 샤드 로드 중\.\.\.\s+\d+%\|", text), "overall bar with the stage message"
+    raw = server.wait_for(rf"✅ 모델 로드 완료! #{job['id']} medium")
+    text = assert_clean_terminal(raw, job["id"])
+    assert re.search(r"\[4/6\] 가중치 · 전체\s+\d+%\|", text), "the overall bar names the stage, not the shards"
+    assert "Loading checkpoint shards..." not in text and "Model loaded" not in text, (
+        "the terminal's language, not the requester's"
+    )
     assert re.search(r"✅ 모델 로드 완료!\s+100%\|", text), "overall bar ends at 100%"
     shards = {int(k) for k in re.findall(r"Loading checkpoint shards:.*?shard (\d)/4", text)}
     assert 4 in shards and min(shards) < 4, shards
     total = tqdm.format_sizeof(job["detail"]["bytes_total"], divisor=1000)
     assert re.search(rf"Loading checkpoint shards: 100%\|[^|]*\| {re.escape(total)}/{re.escape(total)} ", text)
     assert set(stage_lines(text, job["id"])) == set(STAGES)
+    assert len(ACCESS_LINE.findall(text)) > 3, "the status polls were logged (and checked above)"
 
 
 def test_bars_off_keeps_the_stage_log_lines(pty_server: Any) -> None:
@@ -119,27 +154,29 @@ def test_bars_off_keeps_the_stage_log_lines(pty_server: Any) -> None:
     assert set(stage_lines(text, job["id"])) == set(STAGES)
 
 
-def test_cli_load_seen_by_the_server_shows_in_its_terminal_too(
+def test_cli_load_shows_in_the_server_terminal_with_no_page_open_in_its_language(
     pty_server: Any, models_root: Path, tmp_path: Path
 ) -> None:
-    server = pty_server()
-    watcher = SocketWatcher(server)  # type: ignore[arg-type]  # the server watches the DB while a page is open
-    try:
-        # Slow enough that the weights stage outlasts the CLI host's imports (reads start during them).
-        env = server_env(models_root, tmp_path / "db0.sqlite3", MACTUNER_READ_LIMIT_MBPS="10")
-        cli = subprocess.run(
-            [PYTHON, "manage.py", "loadmodel", "medium", "--device", "cpu"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert cli.returncode == 0, cli.stderr
-        assert "Loading checkpoint shards" in cli.stderr and "로드 시작" not in cli.stderr, (
-            "the CLI draws its own bars once"
-        )
-        text = server.wait_for(r"✅ 모델 로드 완료! #1 medium", timeout=60)  # the page is still open
-    finally:
-        watcher.close()
-    assert "로드 시작 #1: medium (cli" in text and "Loading checkpoint shards" in text
-    assert re.search(r"✅ 모델 로드 완료!\s+100%\|", text)
+    """Without Redis the server hears a ``loadmodel`` run only through the database: its terminal
+    watches it for as long as it runs (README: every load, web or CLI, shows there)."""
+    server = pty_server(LANG="en_US.UTF-8")
+    server.wait_for(r"Listening on TCP address")
+    # Slow enough that the weights stage outlasts the CLI host's imports (reads start during them).
+    env = server_env(models_root, tmp_path / "db0.sqlite3", MACTUNER_READ_LIMIT_MBPS="10", LANG="ko_KR.UTF-8")
+    env.pop("LC_ALL", None), env.pop("LC_MESSAGES", None)
+    cli = subprocess.run(
+        [PYTHON, "manage.py", "loadmodel", "medium", "--device", "cpu"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert "Loading checkpoint shards" in cli.stderr and "로드 시작" not in cli.stderr, (
+        "the CLI draws its own bars once"
+    )
+    assert "[4/6] 가중치 · 전체" in cli.stderr, "the CLI in its own language"
+    raw = server.wait_for(r"✅ Model loaded! #1 medium", timeout=60)
+    text = assert_clean_terminal(raw, 1)
+    assert "Load started #1: medium (cli" in text and "Loading checkpoint shards" in text
+    assert re.search(r"✅ Model loaded!\s+100%\|", text) and "가중치" not in text
 
 
 def snapshot(job_id: int, stage: str, percent: float, timings: dict[str, float], **job: Any) -> dict[str, Any]:
@@ -156,7 +193,7 @@ def snapshot(job_id: int, stage: str, percent: float, timings: dict[str, float],
 
 def test_show_turns_a_snapshot_sequence_into_bars_and_lines(caplog: pytest.LogCaptureFixture) -> None:
     stream = io.StringIO()
-    bars = TerminalBars(stream=stream, enabled=True)
+    bars = TerminalBars(stream=stream, enabled=True, lang="ko")
     caplog.set_level(logging.INFO, logger="loader.terminal")
     sequence = [
         snapshot(7, "preparing", 0, {}),
@@ -190,7 +227,7 @@ def test_show_turns_a_snapshot_sequence_into_bars_and_lines(caplog: pytest.LogCa
 
 def test_show_ignores_jobs_it_did_not_see_run_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
     stream = io.StringIO()
-    bars = TerminalBars(stream=stream, enabled=True)
+    bars = TerminalBars(stream=stream, enabled=True, lang="ko")
     caplog.set_level(logging.INFO, logger="loader.terminal")
     bars.show(snapshot(3, "done", 100, {"total": 1.0}, state="succeeded", active=False))
     bars.show({"type": "snapshot", "job": None, "loaded": None})

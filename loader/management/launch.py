@@ -15,28 +15,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from loader.pipeline.events import CANCELLED_MESSAGE, Stage, stage_message
+from loader.pipeline.i18n import env_language
 
 TICK_S = 0.25
 _ticker: threading.Event | None = None
 _lock = threading.Lock()
-
-
-def env_language(environ: Mapping[str, str] | None = None) -> str:
-    """The terminal's language, "en" or "ko" (Korean first), the way gettext reads the locale:
-    LC_ALL, then LC_MESSAGES, then LANG, the first one set. "C"/"POSIX" name no language (a
-    container's LC_ALL=C.UTF-8 is about encoding), so the next variable decides: with
-    ``LC_ALL=C.UTF-8 LANG=en_US.UTF-8`` the user asked for English."""
-    env = os.environ if environ is None else environ
-    for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
-        value = env.get(var, "")
-        if not value or value.split(".")[0].split("@")[0] in ("C", "POSIX"):
-            continue
-        return "en" if value.lower().startswith("en") else "ko"
-    return "ko"
 
 
 def language(argv: list[str]) -> str:

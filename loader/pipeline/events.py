@@ -45,12 +45,14 @@ STAGE_MESSAGES: dict[Stage, tuple[str, str]] = {
 }
 
 
-# Named steps inside "preparing", so a slow first load (imports) moves and says why.
+# Named steps inside a stage, so a slow first load (imports) or a merge moves and says why.
 STEP_MESSAGES: dict[str, tuple[str, str]] = {
     "imports": ("준비 중: 라이브러리 불러오는 중 ({module})...", "Preparing: importing libraries ({module})..."),
     "checking": ("준비 중: 체크포인트 확인 중...", "Preparing: checking the checkpoint..."),
     # Said by the job thread while the model host is still starting (imports, ~4-10 s cold).
     "host": ("준비 중: 라이브러리 불러오는 중 ({elapsed}초)...", "Preparing: importing libraries ({elapsed} s)..."),
+    # The weights stage after the last byte of an adapter: peft folds it into the base's weights.
+    "merging": ("어댑터를 기본 모델에 병합 중...", "Merging the adapter into the base model..."),
 }
 
 

@@ -9,6 +9,7 @@ no Django.
 
 from __future__ import annotations
 
+import os
 import string
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,6 +34,21 @@ def printable(value: str) -> str:
     if value.isprintable():
         return value
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in value)
+
+
+def env_language(environ: Mapping[str, str] | None = None) -> str:
+    """A terminal's language, "en" or "ko" (Korean first), the way gettext reads the locale:
+    LC_ALL, then LC_MESSAGES, then LANG, the first one set. "C"/"POSIX" name no language (a
+    container's LC_ALL=C.UTF-8 is about encoding), so the next variable decides: with
+    ``LC_ALL=C.UTF-8 LANG=en_US.UTF-8`` the user asked for English. ``loadmodel`` and the
+    server's own terminal both follow it."""
+    env = os.environ if environ is None else environ
+    for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = env.get(var, "")
+        if not value or value.split(".")[0].split("@")[0] in ("C", "POSIX"):
+            continue
+        return "en" if value.lower().startswith("en") else "ko"
+    return "ko"
 
 
 class Msg(str):

@@ -93,8 +93,8 @@ class ModelSlot:
             rep.report(0.0, force=True)
 
             def imports() -> None:
-                warm_imports(lambda module, fraction: rep.preparing_step("imports", fraction, module=module))
-                rep.preparing_step("checking", 0.5)
+                warm_imports(lambda module, fraction: rep.named_step("imports", fraction, module=module))
+                rep.named_step("checking", 0.5)
 
             def inspected(info: CheckpointInfo) -> None:
                 """Files and headers checked: the reads start, then the imports and the skeleton."""

@@ -68,8 +68,9 @@ class Reporter:
         detail = WeightsDetail(**vars(self.detail))
         self.on_event(ProgressEvent(self.stage, self.percent, message, detail, dict(self.timings)))
 
-    def preparing_step(self, step: str, fraction: float, **fmt: str) -> None:
-        """A named step of "preparing" (imports, checks): the bar moves and the message says why."""
+    def named_step(self, step: str, fraction: float, **fmt: str) -> None:
+        """A named step inside a stage (preparing's imports and checks, the weights stage's adapter
+        merge): the bar moves and the message says why."""
         self.step, self.fmt = step, fmt
         self.report(fraction, force=True)
 
@@ -94,7 +95,7 @@ def load_checkpoint(
     info = info or preflight(request)
     request = base_request(request, info)  # an adapter: the stages load its base, then the adapter
     started = time.monotonic()
-    warm_imports(lambda module, fraction: rep.preparing_step("imports", fraction, module=module))
+    warm_imports(lambda module, fraction: rep.named_step("imports", fraction, module=module))
     rep.step = ""
     import torch
     import transformers
@@ -187,6 +188,7 @@ def _stages(
             model.eval()
         if info.adapter is not None:
             model = attach_adapter(model, info, rep, cancel)
+            rep.step = ""  # a merge (a named step) is over: the last weights report says the stage again
         detail.shard, detail.bytes_done, detail.eta_s = detail.shards, detail.bytes_total, 0.0
         rep.report(1.0, force=True)
 

@@ -244,10 +244,18 @@ def install() -> None:
     if _installed:
         return
     _installed = True
+    from loader.web.console import route_access_log
     from loader.web.startup import raise_open_file_limit
 
     raise_open_file_limit()
-    for guard in (_guard_websocket_output, _guard_header_time, _expose_websocket, _refuse_oversized_bodies):
+    guards = (
+        _guard_websocket_output,
+        _guard_header_time,
+        _expose_websocket,
+        _refuse_oversized_bodies,
+        route_access_log,
+    )
+    for guard in guards:
         try:
             guard()
         except Exception:

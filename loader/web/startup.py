@@ -3,7 +3,8 @@
 ``ServerStartup`` wraps the ASGI application. Under daphne the hook is scheduled on daphne's
 loop as soon as the module is imported, so it runs when the server starts (not at the first
 request); under any other ASGI server it runs on the first call. It binds the publisher to the
-serving loop, starts this process's agent (its row, channel and heartbeat), raises the open-file
+serving loop, starts this process's agent (its row, channel and heartbeat) and the database watcher
+(for the terminal: a `loadmodel` run shows there without Redis and without a page), raises the open-file
 limit, spawns the model host (which imports torch and transformers in its own process, so the
 first click does not wait for a cold import and the web process never imports them), and in a
 background thread reaps jobs a killed server left active. Every failure is logged; none stops
@@ -70,6 +71,11 @@ async def start_on_this_loop() -> None:
         await agent.start()
     except Exception:
         log.exception("the process agent did not start: other servers cannot reach this one")
+    from loader.web import watcher
+
+    # The terminal is a viewer for as long as the server runs: without Redis a `loadmodel` run
+    # is heard only through the database, and the terminal must show it with no page open.
+    watcher.attach()
 
 
 def schedule_on_daphne() -> None:

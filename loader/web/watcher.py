@@ -1,8 +1,9 @@
 """Keeps viewers right about what only the database knows.
 
 With the in-memory layer a job started by another process (the CLI) publishes nowhere we can
-hear, and a stalled job publishes nothing at all. While any socket is open, one task per
-server polls the latest job twice a second and hands a snapshot to the one publisher when the
+hear, and a stalled job publishes nothing at all. While any viewer is attached (the server's own
+terminal, from start-up to exit, and every open socket), one task per server polls the latest
+job twice a second and hands a snapshot to the one publisher when the
 row changed without us publishing it, or when its ``stalled`` flag flipped. It also reaps
 orphaned jobs. Failures are logged (once per kind until it recovers), never swallowed.
 """

@@ -24,6 +24,8 @@ class Reporter(Protocol):
 
     def report(self, fraction: float, force: bool = False) -> None: ...
 
+    def named_step(self, step: str, fraction: float, **fmt: str) -> None: ...
+
 
 def _read_tensors(adapter: AdapterInfo, on_bytes: Any, cancel: threading.Event) -> dict[str, Any]:
     import torch
@@ -81,6 +83,10 @@ def attach_adapter(model: Any, info: CheckpointInfo, rep: Reporter, cancel: thre
             )
         wrapped.eval()
         if adapter.merged:
+            # Every byte is read: the merge is compute, not reading. Say so, and no "0 s
+            # remaining" (an ETA from bytes) while the bar waits for it.
+            detail.eta_s = None
+            rep.named_step("merging", 1.0)
             return wrapped.merge_and_unload()
         return wrapped
     except (LoadCancelled, AdapterMismatch):
