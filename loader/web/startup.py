@@ -48,7 +48,7 @@ def raise_open_file_limit() -> None:
         log.warning("could not raise the open-file limit: %r", exc)
 
 
-async def start_on_this_loop() -> None:
+async def start_on_this_loop(serving: bool = False) -> None:
     """Idempotent per loop: the loop that serves is the one every async service binds to."""
     global _started_on
     loop = asyncio.get_running_loop()
@@ -71,11 +71,12 @@ async def start_on_this_loop() -> None:
         await agent.start()
     except Exception:
         log.exception("the process agent did not start: other servers cannot reach this one")
-    from loader.web import watcher
+    if serving:
+        from loader.web import watcher
 
-    # The terminal is a viewer for as long as the server runs: without Redis a `loadmodel` run
-    # is heard only through the database, and the terminal must show it with no page open.
-    watcher.attach()
+        # The terminal is a viewer for as long as the server runs: without Redis a `loadmodel` run
+        # is heard only through the database, and the terminal must show it with no page open.
+        watcher.attach()
 
 
 def schedule_on_daphne() -> None:
@@ -87,7 +88,7 @@ def schedule_on_daphne() -> None:
         install()  # before daphne builds its factories: limits it has no setting for
     loop = getattr(server, "twisted_loop", None)
     if loop is not None and not loop.is_closed():
-        loop.call_soon_threadsafe(lambda: asyncio.ensure_future(start_on_this_loop(), loop=loop))
+        loop.call_soon_threadsafe(lambda: asyncio.ensure_future(start_on_this_loop(serving=True), loop=loop))
 
 
 class ServerStartup:

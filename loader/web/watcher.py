@@ -79,7 +79,8 @@ async def _run() -> None:
 def attach() -> None:
     global _clients, _task
     _clients += 1
-    if _task is None or _task.done():
+    # A task of another (closed) loop never ends: an in-process test's loop, or a restarted server's.
+    if _task is None or _task.done() or _task.get_loop() is not asyncio.get_running_loop():
         _task = asyncio.get_running_loop().create_task(_run())
 
 
