@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import struct
 import threading
 import time
@@ -199,3 +200,16 @@ def test_the_hint_answers_while_a_load_runs_with_what_is_known(client: Client, s
     client.post("/api/cancel")
     assert wait_finished(job_id).state == "cancelled"
     assert hints(settled(client, device="auto", dtype="float16"))["tiny"]["fit"] == "fits"
+
+
+def test_a_folder_added_after_an_answer_is_estimated_on_the_next_asks(client: Client, fit_root: Path) -> None:
+    assert "tiny-copy" not in hints(settled(client))
+    shutil.copytree(fit_root / "tiny", fit_root / "tiny-copy")
+    try:
+        status, body = ask(client)  # listed at once; estimated now or, pending, on the next ask
+        assert status == 200 and "tiny-copy" in hints(body)
+        assert hints(body)["tiny-copy"]["fit"] == "fits" or body["pending"]
+        got = hints(settled(client))["tiny-copy"]
+        assert got["fit"] == "fits" and got["need_bytes"] == hints(body)["tiny"]["need_bytes"]
+    finally:
+        shutil.rmtree(fit_root / "tiny-copy")

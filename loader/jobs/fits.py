@@ -15,7 +15,7 @@ from django.conf import settings
 
 from loader.catalog import cache as catalog_cache
 from loader.catalog.listing import list_models
-from loader.host.fits import BUSY, STOPPED, FitView
+from loader.host.fits import BUSY, READY, STARTING, STOPPED, FitView
 from loader.jobs.i18n import here
 from loader.jobs.local import MODEL_HOST
 from loader.jobs.runner import adapter_bases
@@ -39,7 +39,7 @@ def _said(error: dict[str, Any]) -> str:
     return str(error.get("message") or error.get("code") or "?")
 
 
-def _hint(entry: dict[str, Any], view: FitView) -> dict[str, Any]:
+def _hint(entry: dict[str, Any], view: FitView, pending: bool) -> dict[str, Any]:
     known = view.known
     hint: dict[str, Any] = {"name": entry["name"], "need_bytes": None, "available_bytes": known.available}
     result = known.results.get(entry["name"]) or {}
@@ -52,7 +52,7 @@ def _hint(entry: dict[str, Any], view: FitView) -> dict[str, Any]:
     if "need" in result and known.available is not None and known.target is not None:
         verdict, why = fit.verdict(int(result["need"]), known.available, known.target)
         return hint | {"need_bytes": int(result["need"]), "fit": verdict} | ({"why": here(why)} if why else {})
-    waiting = _PENDING if view.pending else _WAITING.get(view.host, _PENDING)
+    waiting = _PENDING if pending else _WAITING.get(view.host, _PENDING)
     return hint | {"fit": fit.UNKNOWN, "why": here(waiting)}
 
 
@@ -74,9 +74,12 @@ def fit_hints(*, device: str, dtype: str, wait_s: float = FIT_WAIT_S) -> dict[st
         MODEL_HOST, models, device, dtype, allow_remote_code=settings.MACTUNER_TRUST_REMOTE_CODE, wait_s=wait_s
     )
     known = view.known
+    # A model listed after the host's last ask began (a new folder) is asked about on the next request.
+    missing = any(m["name"] not in known.results for m in models)
+    pending = view.pending or (missing and view.host in (READY, STARTING) and known.error is None)
     return {
         "device": device, "dtype": dtype, "target": known.target, "available_bytes": known.available,
         "freed_bytes": known.freed, "as_of": datetime.fromtimestamp(known.at, UTC).isoformat() if known.at else None,
-        "host": view.host, "pending": view.pending, "tight_share": fit.TIGHT_SHARE,
-        "models": [_hint(m, view) for m in described],
+        "host": view.host, "pending": pending, "tight_share": fit.TIGHT_SHARE,
+        "models": [_hint(m, view, pending) for m in described],
     }  # fmt: skip
