@@ -276,3 +276,26 @@ def test_a_phone_gets_the_picker_first_all_in_english_and_nothing_wider_than_the
     )  # the language menu names Korean in Korean
     assert phone.get_attribute("#progress-box .bar", "aria-labelledby") == "progress-title"
     context.close()
+
+
+def test_a_checkpoint_written_while_the_page_is_open_appears_marked_newest(page: Any, models_root: Path) -> None:
+    """A training run saves checkpoint-1500 while the page is open: no refresh, the picker lists it
+    within seconds (pushed over the websocket), marked its run's newest, and the page says so."""
+    from mactuner_dev import layouts
+
+    run = models_root / "zz-run"
+    option = "(v) => [...document.querySelectorAll('#model-select option')].find((o) => o.value === v)"
+    try:
+        layouts.write_trainer_run(run, steps=(500,), params=200_000)
+        page.wait_for_function(f"() => ({option})('zz-run/checkpoint-500')", timeout=30_000)
+        layouts.write_trainer_run(run, steps=(1500,), params=200_000)
+        page.wait_for_function(
+            f"() => {{ const o = ({option})('zz-run/checkpoint-1500'); return o && o.classList.contains('is-newest'); }}",
+            timeout=30_000,
+        )
+        newest = page.eval_on_selector("#model-select option[value='zz-run/checkpoint-1500']", "(o) => o.textContent")
+        older = page.eval_on_selector("#model-select option[value='zz-run/checkpoint-500']", "(o) => o.className")
+        assert "최신" in newest and "is-newest" not in older, (newest, older)
+        assert "zz-run/checkpoint-1500" in page.text_content("#notice")
+    finally:
+        shutil.rmtree(run, ignore_errors=True)

@@ -54,7 +54,11 @@ def _nested_key(path: str, depth: int) -> tuple[Any, ...]:
             children = sorted(e.path for e in it if e.is_dir(follow_symlinks=False))[:500]
     except OSError:
         return ()
-    return tuple((os.path.basename(c), *(_stat_key(os.path.join(c, f)) for f in DESCRIBING)) for c in children)
+    # The child's own stat too: a file added to or removed from it (a Trainer's weights after its
+    # config) changes its mtime, so the list (and an open page) hears of it.
+    return tuple(
+        (os.path.basename(c), _stat_key(c), *(_stat_key(os.path.join(c, f)) for f in DESCRIBING)) for c in children
+    )
 
 
 def _root_key(root: Path, depth: int = 1) -> tuple[Any, ...]:

@@ -246,7 +246,23 @@ def list_models() -> list[ModelEntry]:
 
 def describe_all() -> list[dict[str, Any]]:
     entries = list_models()
-    return [entry.describe(entries) for entry in entries]
+    described = [entry.describe(entries) for entry in entries]
+    mark_newest(described)
+    return described
+
+
+def mark_newest(described: list[dict[str, Any]]) -> None:
+    """``newest``: the highest-step checkpoint of each training run (the one a fine-tuner usually
+    wants next), told apart in the picker; a run's checkpoints share the folder before their name."""
+    best: dict[str, dict[str, Any]] = {}
+    for info in described:
+        info["newest"] = False
+        if info["kind"] == "checkpoint" and info["step"] is not None and "/" in info["name"]:
+            run = info["name"].rsplit("/", 1)[0]
+            if run not in best or info["step"] > best[run]["step"]:
+                best[run] = info
+    for info in best.values():
+        info["newest"] = True
 
 
 def find_model(name: str) -> ModelEntry | None:

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
+from loader.catalog.changes import catalog_version
 from loader.jobs import gen_state
 from loader.jobs.history import expected_total_seconds
 from loader.jobs.i18n import both
@@ -184,6 +185,7 @@ def loader_state(*, job: LoadJob | None = None, holders: list[ServerProcess] | N
         "held": [loaded_summary(row) for row in holders],
         "lost": None if holders else model_lost(),
         "generation": _generation(holders),  # a late joiner sees the running (or last) generation first
+        "catalog": {"version": catalog_version()},  # a new one: the page asks for the list again
         "emitted_at": time.time(),
     }
 
@@ -204,5 +206,5 @@ def loader_state_safe(job: LoadJob, holders: list[ServerProcess] | None = None) 
     except DatabaseError:
         return {
             "type": "snapshot", "job": job_snapshot(job), "loaded": None, "held": [], "lost": None,
-            "generation": gen_state.current(), "emitted_at": time.time(),
+            "generation": gen_state.current(), "catalog": {"version": catalog_version()}, "emitted_at": time.time(),
         }  # fmt: skip

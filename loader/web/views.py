@@ -88,7 +88,7 @@ async def models(request: HttpRequest) -> JsonResponse:
 @staff_required(api=True)
 async def status(request: HttpRequest) -> JsonResponse:
     state = await off_loop(loader_state)
-    fields = ("job", "loaded", "held", "lost", "generation")
+    fields = ("job", "loaded", "held", "lost", "generation", "catalog")
     return JsonResponse({key: state[key] for key in fields})
 
 

@@ -4,7 +4,8 @@ With the in-memory layer a job started by another process (the CLI) publishes no
 hear, and a stalled job publishes nothing at all. While any viewer is attached (the server's own
 terminal, from start-up to exit, and every open socket), one task per server polls the latest
 job twice a second and hands a snapshot to the one publisher when the
-row changed without us publishing it, or when its ``stalled`` flag flipped. It also reaps
+row changed without us publishing it, when its ``stalled`` flag flipped, or when the model
+folders changed (a training run wrote a checkpoint: ``catalog/changes.py``). It also reaps
 orphaned jobs. Failures are logged (once per kind until it recovers), never swallowed.
 """
 
@@ -22,28 +23,36 @@ from loader.jobs.publisher import publisher
 
 POLL_S = 0.5
 REAP_EVERY = 10
+CATALOG_EVERY = 4  # ticks: the model folders are fingerprinted every 2 s (``catalog/changes.py``)
 log = logging.getLogger("loader.watcher")
 _clients = 0
 _task: asyncio.Task[None] | None = None
 
 
-def _observe(reap: bool) -> tuple[Any, dict[str, Any]]:
+def _observe(reap: bool, catalog: bool) -> tuple[Any, dict[str, Any]]:
+    from loader.catalog.changes import catalog_check
     from loader.jobs import services
     from loader.jobs.selectors import loader_state
 
     if reap:
         services.job_reap()
+    if catalog:
+        catalog_check()  # the version in the state below; a change is sent like any other
     state = loader_state()
-    snap = state["job"]
+    snap, version = state["job"], state["catalog"]["version"]
     if snap is None:
-        return None, state
+        return (None, None, None, None, None, None, version), state
     foreign = snap["owner"]["pid"] != IDENTITY.pid or snap["owner"]["host"] != IDENTITY.host
     loaded = state["loaded"]["name"] if state["loaded"] else None
-    return (snap["id"], snap["updated_at"], snap["stalled"], foreign, snap["active"], loaded), state
+    return (snap["id"], snap["updated_at"], snap["stalled"], foreign, snap["active"], loaded, version), state
 
 
 def _worth_sending(last: Any, key: Any, in_memory: bool) -> bool:
-    if last is None or key is None or key == last:
+    if last is None or key == last:
+        return False
+    if last[6] != key[6]:
+        return True  # the model folders changed (a new checkpoint): open pages refresh their list
+    if key[0] is None:
         return False
     same_job = last[0] == key[0]
     stalled_changed = same_job and last[2] != key[2]
@@ -61,7 +70,7 @@ async def _run() -> None:
     failing = False
     while _clients > 0:
         try:
-            key, state = await database_sync_to_async(_observe)(tick % REAP_EVERY == 0)
+            key, state = await database_sync_to_async(_observe)(tick % REAP_EVERY == 0, tick % CATALOG_EVERY == 0)
             if _worth_sending(last_key, key, in_memory):
                 publisher.send(state)
             last_key = key

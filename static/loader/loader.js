@@ -29,6 +29,10 @@
   let historyMore = false;  // the server has rows older than the last one shown
   let modelOptions = [];  // every picker option; the search box shows those whose name matches
   let syncedJob = null;  // the running job whose options the selectors show
+  // The model folders' version (catalog/changes.py): a new one (a training run wrote a checkpoint)
+  // re-reads the list; names that were not in it before are announced and marked.
+  let catalogVersion = (state.catalog && state.catalog.version) || "";
+  let knownModels = null;
 
   function csrf() {
     const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
@@ -302,6 +306,9 @@
       const res = await fetch("/api/models", { credentials: "same-origin" });
       const data = await res.json();
       const current = state.job && state.job.model;
+      const names = new Set(data.models.map((m) => m.name));
+      const arrived = knownModels ? data.models.filter((m) => !knownModels.has(m.name)) : [];
+      knownModels = names;
       modelOptions = data.models.map((m) => {
         const o = document.createElement("option");
         o.value = m.name;
@@ -310,6 +317,8 @@
         pickerNames.set(m.name, { display: shown, warning: m.name_warning || null });
         o.textContent = shown + " (" + fmtBytes(m.size_bytes) + ", " + shardCount(m.shards) + ")";
         if (m.kind === "adapter" && m.adapter) o.textContent += " · " + adapterText(m.adapter);  // a LoRA says so, and its base
+        if (m.newest) { o.textContent += " · " + T.newest; o.classList.add("is-newest"); }  // its run's highest step
+        if (arrived.includes(m)) o.classList.add("is-new");
         o.title = shown;  // a long name is cut at the select's width: the whole of it on hover
         if (warning) {  // a name that passes for another one says so where it is picked
           o.textContent += " ⚠ " + warning;
@@ -326,7 +335,9 @@
       });
       if (!data.models.length) els.model.replaceChildren(new Option(T.noModels, ""));
       else filterModels();
-      if (current && data.models.some((m) => m.name === current)) els.model.value = current;
+      // The first list shows the running job's model; a refreshed one keeps what the user picked.
+      if (!modelsLoaded && current && names.has(current)) els.model.value = current;
+      if (arrived.length) notice(T.newModels + " " + arrived.map((m) => m.display_name || m.name).join(", "));
       syncedJob = null;  // the options exist now: show the running job's model
       modelsLoaded = true;
       document.dispatchEvent(new CustomEvent("mactuner:models", { detail: { options: modelOptions } }));  // fit.js
@@ -385,6 +396,11 @@
     socket.onmessage = (ev) => {
       const msg = JSON.parse(ev.data);
       document.dispatchEvent(new CustomEvent("mactuner:message", { detail: msg }));  // generate.js listens
+      if (msg.catalog && msg.catalog.version && msg.catalog.version !== catalogVersion) {
+        const first = !catalogVersion;
+        catalogVersion = msg.catalog.version;
+        if (!first && modelsLoaded) loadModels();  // the folders changed since the list was read
+      }
       if (msg.type === "snapshot") {
         if (state.job && state.job.id === "pending" && !(msg.job && msg.job.active)) return; // our POST is still in flight
         if (isStale(msg.job)) return;
