@@ -51,6 +51,7 @@ def test_first_message_is_the_current_state() -> None:
         comm = await connect()
         first = await comm.receive_json_from(timeout=5)
         assert first.pop("emitted_at") > 0
+        assert isinstance(first.pop("catalog")["version"], str)  # the model folders' (tests/test_catalog_push.py)
         assert first == {"type": "snapshot", "job": None, "loaded": None, "held": [], "lost": None, "generation": None}
         await comm.disconnect()
 
