@@ -58,3 +58,38 @@ def test_the_korean_admin_speaks_korean_and_shows_json_readably(
     assert "세부 정보" in detail and "첫 토큰까지" in detail
     assert '<pre class="json">' in detail and '"architecture": "LlamaForCausalLM"' in detail.replace("&quot;", '"')
     assert "메모" in detail  # non-ASCII as itself, not \\uXXXX
+
+
+def test_a_jobs_message_is_said_in_the_viewers_language_not_the_requesters(admin_client: Client) -> None:
+    """A load asked for in Korean reads "✅ Model loaded!" on the English admin, and back."""
+    job = services.job_start(model_name="tiny", model_path="/m/tiny", device="cpu", dtype="auto", source="web")
+    event = {"message": "✅ 모델 로드 완료!", "detail": {}, "timings": {"weights": 1.0, "total": 1.0}}
+    services.job_succeed(job=job, device="cpu", dtype="float32", metadata={}, event=event)
+    english = admin_client.get(f"/admin/loader/loadjob/{job.pk}/change/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "✅ Model loaded!" in english and "모델 로드 완료" not in english
+    LoadJob.objects.filter(pk=job.pk).update(lang="en", message="✅ Model loaded!")
+    korean = admin_client.get(f"/admin/loader/loadjob/{job.pk}/change/", HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+    assert "✅ 모델 로드 완료!" in korean and "Model loaded" not in korean
+
+
+def test_stored_messages_are_reworded_with_their_parameters_and_failures_from_their_error() -> None:
+    from loader.jobs.selectors import job_message, job_snapshot
+
+    job = services.job_start(
+        model_name="tiny", model_path="/m/tiny", device="cpu", dtype="auto", source="web", lang="en"
+    )
+    for stored, korean in (
+        ("Moving model to mps...", "모델을 mps(으)로 이동 중..."),
+        ("Preparing: importing libraries (torch)...", "준비 중: 라이브러리 불러오는 중 (torch)..."),
+        ("a message no release said", "a message no release said"),
+    ):
+        job.message = stored
+        assert job_message(job, "ko") == korean and job_message(job, "en") == stored
+    services.job_mark_cancelled(job=job, dropped="big")
+    assert "big" in job_message(job, "ko") and "언로드" in job_message(job, "ko")
+    assert job_message(job, "en").startswith("Load cancelled. The previous model big")
+    failed = services.job_start(model_name="x", model_path="/m/x", device="cpu", dtype="auto", source="web", lang="en")
+    services.job_fail(job=failed, code="shard_corrupt", message="가중치 파일이 잘렸습니다", detail="")
+    snapshot = job_snapshot(failed)
+    assert snapshot is not None and snapshot["message_text"]["ko"] == "❌ 오류: 가중치 파일이 잘렸습니다"
+    assert snapshot["message_text"]["en"].startswith("❌ Error: ")

@@ -16,9 +16,9 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from loader.catalog.changes import catalog_version
-from loader.jobs import gen_state
+from loader.jobs import gen_state, messages
 from loader.jobs.history import expected_total_seconds
-from loader.jobs.i18n import both
+from loader.jobs.i18n import LANGS, both, in_lang
 from loader.jobs.local import IDENTITY, pid_alive
 from loader.jobs.models import LoadJob, ServerProcess
 from loader.pipeline.events import WeightsDetail
@@ -69,11 +69,9 @@ def job_snapshot(job: LoadJob | None) -> dict[str, Any] | None:
         return None
     error = None
     if job.error_message:
-        saved = job.error_params or {}
-        template = saved.get("template") or job.error_message
         error = {
             "code": job.error_code, "message": job.error_message, "detail": job.error_detail,
-            "text": both(template, saved.get("params") or {}),
+            "text": error_text(job),
         }  # fmt: skip
     return {
         "id": job.pk,
@@ -82,6 +80,7 @@ def job_snapshot(job: LoadJob | None) -> dict[str, Any] | None:
         "stage": job.stage,
         "percent": job.percent,
         "message": job.message,
+        "message_text": {lang: job_message(job, lang) for lang in LANGS},  # ``message`` in each language
         "error": error,
         "model": job.model_name,
         # What people read: ⟨U+XXXX⟩ for invisible and look-alike characters, and why (names.py).
@@ -110,6 +109,20 @@ def job_snapshot(job: LoadJob | None) -> dict[str, Any] | None:
         "wall_s": round((job.finished_at - job.created_at).total_seconds(), 3) if job.finished_at else None,
         "updated_at": _iso(job.updated_at),
     }
+
+
+def error_text(job: LoadJob) -> dict[str, str]:
+    """The job's error in both languages, from its template and parameters."""
+    saved = job.error_params or {}
+    return both(saved.get("template") or job.error_message, saved.get("params") or {})
+
+
+def job_message(job: LoadJob, lang: str) -> str:
+    """The job's ``message`` said in ``lang``, whoever asked for the load and in which language
+    (it is stored in the requester's; a failure's in Korean, and said here from its error)."""
+    if job.state == LoadJob.State.FAILED and job.error_message:
+        return in_lang(messages.FAILED, {"message": error_text(job)["en" if lang.startswith("en") else "ko"]}, lang)
+    return messages.reworded(job.message, lang)
 
 
 def process_is_live(row: ServerProcess) -> bool:

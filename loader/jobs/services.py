@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from loader.jobs import generations
+from loader.jobs import generations, messages
 from loader.jobs.history import forget_expected
 from loader.jobs.i18n import in_lang
 from loader.jobs.local import IDENTITY, MODEL_HOST, TOKENS, pid_alive
@@ -88,7 +88,7 @@ def job_start(
         with transaction.atomic():
             job = LoadJob.objects.create(
                 model_name=model_name, model_path=model_path, device_requested=device, dtype_requested=dtype,
-                source=source, requested_by=requested_by, lang=lang, merge=merge, state=S.QUEUED, message=in_lang(gettext_noop("준비 중..."), {}, lang),
+                source=source, requested_by=requested_by, lang=lang, merge=merge, state=S.QUEUED, message=in_lang(messages.PREPARING, {}, lang),
                 owner_host=IDENTITY.host, owner_pid=IDENTITY.pid, heartbeat_at=now, progress_at=now,
             )  # fmt: skip
             if then is not None:
@@ -158,7 +158,7 @@ def job_fail(*, job: LoadJob, code: str, message: str, detail: str) -> bool:
     return _finish(
         job,
         S.FAILED,
-        message=gettext_noop("❌ 오류: {message}", message=message),
+        message=gettext_noop(messages.FAILED, message=message),
         **_error_fields(code, message, detail),
     )
 
@@ -168,13 +168,10 @@ def job_mark_cancelled(*, job: LoadJob, recycled: bool = False, dropped: str = "
     freed with it) and a fresh one started. ``dropped``: the name of the model this load had
     already unloaded to make room; a cancel does not bring it back, and the user must be told that
     nothing is loaded now, and which model went (not just "cancelled")."""
-    message = gettext_noop("로드가 취소되었습니다.")
+    message = messages.CANCELLED
     extra: dict[str, Any] = {}
     if dropped:
-        message = gettext_noop(
-            "로드가 취소되었습니다. 이전 모델 {name}은(는) 이 로드를 위해 이미 언로드되어, 지금 로드된 모델이 없습니다.",
-            name=dropped,
-        )
+        message = gettext_noop(messages.CANCELLED_DROPPED, name=dropped)
     if recycled:
         said = gettext_noop(
             "로드가 제때 멈추지 않아 모델 호스트 프로세스를 다시 시작했습니다. 메모리는 모두 반환되었습니다."
@@ -207,7 +204,7 @@ def job_cancel(*, job: LoadJob) -> bool:
     The flag in the row is the route: an owner in this process sees it through its token at
     once, one in another server through the agent's channel, a CLI owner by reading the row.
     """
-    cancelling = in_lang(gettext_noop("취소하는 중..."), {}, job.lang)  # the requester's language, like the stages
+    cancelling = in_lang(messages.CANCELLING, {}, job.lang)  # the requester's language, like the stages
     if not _transition(job, ACTIVE, cancel_requested=True, message=cancelling):
         return False
     if job.owner_host == IDENTITY.host and job.owner_pid == IDENTITY.pid:
@@ -248,7 +245,7 @@ def job_reap() -> list[int]:
             continue
         gone = gettext_noop("로드가 중단되었습니다: 로드하던 프로세스가 종료되었습니다. 다시 로드하세요.")
         if _finish(
-            job, S.INTERRUPTED, message=gettext_noop('로드가 중단되었습니다(서버 또는 프로세스 종료).'),
+            job, S.INTERRUPTED, message=messages.INTERRUPTED,
             **_error_fields("interrupted", gone, f"owner {job.owner_host}:{job.owner_pid} is gone"),
         ):  # fmt: skip
             reaped.append(job.pk)

@@ -13,10 +13,12 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.utils.html import format_html
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
 from loader.jobs.history import CACHE_LABELS, SOURCE_LABELS, STAGE_LABELS, STATE_LABELS, stage_segments
 from loader.jobs.models import LoadJob
+from loader.jobs.selectors import job_message
 
 
 @admin.register(LoadJob)
@@ -31,7 +33,17 @@ class LoadJobAdmin(admin.ModelAdmin):
     fieldsets = (
         (
             None,
-            {"fields": ("model_label", "model_path", "started_from", "outcome", "stage_label", "percent", "message")},
+            {
+                "fields": (
+                    "model_label",
+                    "model_path",
+                    "started_from",
+                    "outcome",
+                    "stage_label",
+                    "percent",
+                    "message_view",
+                )
+            },  # fmt: skip
         ),
         (_("장치"), {"fields": ("device_requested", "dtype_requested", "device", "dtype")}),
         (_("오류"), {"fields": ("error_code", "error_message", "error_detail")}),
@@ -59,6 +71,11 @@ class LoadJobAdmin(admin.ModelAdmin):
     @admin.display(description=_("단계"))
     def stage_label(self, obj: LoadJob) -> str:
         return str(STAGE_LABELS.get(obj.stage, obj.stage))
+
+    @admin.display(description=_("메시지"))
+    def message_view(self, obj: LoadJob) -> str:
+        """Stored in the requester's language; said in the viewer's."""
+        return job_message(obj, get_language() or "ko")
 
     @admin.display(description=_("총 시간"))
     def total_time(self, obj: LoadJob) -> str:
@@ -101,6 +118,7 @@ class LoadJobAdmin(admin.ModelAdmin):
             "started_from",
             "outcome",
             "stage_label",
+            "message_view",
             "total_time",
             "read_rate",
             "cache",

@@ -61,7 +61,9 @@
     return (e.text && e.text[window.MACTUNER_LANG]) || e.message;
   }
   function stageMessage(job) {
-    // The job's own message names the step (e.g. which library is importing) when it is in our language.
+    // The job's own message names the step (e.g. which library is importing), said in our language.
+    const said = job.message_text && job.message_text[window.MACTUNER_LANG];
+    if (said && job.stage !== "done") return said;
     if (job.message && job.lang === window.MACTUNER_LANG && job.stage !== "done") return job.message;
     if (T.stages[job.stage]) return T.stages[job.stage];
     return job.message || T.stages[job.stage] || "";
