@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import Client
 
@@ -93,3 +95,38 @@ def test_stored_messages_are_reworded_with_their_parameters_and_failures_from_th
     snapshot = job_snapshot(failed)
     assert snapshot is not None and snapshot["message_text"]["ko"] == "❌ 오류: 가중치 파일이 잘렸습니다"
     assert snapshot["message_text"]["en"].startswith("❌ Error: ")
+
+
+def test_the_english_admin_counts_load_jobs_and_names_the_app_in_its_language(admin_client: Client) -> None:
+    for name in ("a", "b"):
+        LoadJob.objects.create(model_name=name, model_path="/" + name, state="failed")
+    english = admin_client.get("/admin/loader/loadjob/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "2 load jobs" in english and "2 load job\n" not in english
+    assert "Model loader" in english
+    korean = admin_client.get("/admin/loader/loadjob/", HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+    assert "2 로드 작업" in korean and "모델 로더" in korean and "Model loader" not in korean
+
+
+def test_the_list_filters_show_the_pages_labels_not_raw_values(admin_client: Client) -> None:
+    LoadJob.objects.create(model_name="a", model_path="/a", state="failed", source="cli")
+    for lang, words, raw in (("ko", ("실패", "성공", "대기 중", "웹", "CLI"), (">failed<", ">web<", ">cli<")),
+                             ("en", ("Failed", "Succeeded", "Queued", "Web", "CLI"), (">failed<", ">web<", ">cli<"))):  # fmt: skip
+        page = admin_client.get("/admin/loader/loadjob/", HTTP_ACCEPT_LANGUAGE=lang).content.decode()
+        filters = page.split('id="changelist-filter"')[1].split("</nav>")[0]
+        links = re.sub(r"\s+", " ", re.sub(r"<a [^>]*>", "<a>", filters))
+        for word in words:
+            assert f"<a>{word}</a>" in links, (lang, word)
+        for value in raw:
+            assert value not in links.replace("<a>", ">").replace("</a>", "<"), (lang, value)
+
+
+def test_the_job_page_labels_its_two_totals_for_what_they_count(admin_client: Client) -> None:
+    job = services.job_start(model_name="tiny", model_path="/m/tiny", device="cpu", dtype="auto", source="web")
+    timings = {"preparing": 0.5, "weights": 2.0, "total": 2.6}
+    event = {"message": "✅ 모델 로드 완료!", "detail": {}, "timings": timings}
+    services.job_succeed(job=job, device="cpu", dtype="float32", metadata={}, event=event)
+    english = admin_client.get(f"/admin/loader/loadjob/{job.pk}/change/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "Sum of stages: 2.50s" in english, "the chart's figure is the sum of its bars"
+    assert "Total time (click to end)" in english
+    korean = admin_client.get(f"/admin/loader/loadjob/{job.pk}/change/", HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+    assert "단계 합계: 2.50s" in korean and "총 시간(클릭부터 끝까지)" in korean

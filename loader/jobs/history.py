@@ -28,15 +28,8 @@ STAGE_LABELS = {
     "metadata": _("메타데이터"),
     "done": _("완료"),
 }
-STATE_LABELS = {
-    "queued": _("대기 중"),
-    "running": _("진행 중"),
-    "succeeded": _("성공"),
-    "failed": _("실패"),
-    "cancelled": _("취소됨"),
-    "interrupted": _("중단됨"),
-}
-SOURCE_LABELS = {"web": _("웹"), "cli": _("CLI")}
+STATE_LABELS = dict(LoadJob.State.choices)
+SOURCE_LABELS = dict(LoadJob.Source.choices)
 CACHE_LABELS = {"hot": _("핫"), "cold": _("콜드"), "mixed": _("혼합")}
 
 

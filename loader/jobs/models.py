@@ -9,20 +9,23 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 
 class LoadJob(models.Model):
+    # The labels are the page's own words (the same msgids as templates/loader/page.html): the
+    # admin's filters and columns and the page's history say a state alike in either language.
     class State(models.TextChoices):
-        QUEUED = "queued", "queued"
-        RUNNING = "running", "running"
-        SUCCEEDED = "succeeded", "succeeded"
-        FAILED = "failed", "failed"
-        CANCELLED = "cancelled", "cancelled"
-        INTERRUPTED = "interrupted", "interrupted"
+        QUEUED = "queued", _("대기 중")
+        RUNNING = "running", _("진행 중")
+        SUCCEEDED = "succeeded", _("성공")
+        FAILED = "failed", _("실패")
+        CANCELLED = "cancelled", _("취소됨")
+        INTERRUPTED = "interrupted", _("중단됨")
 
     class Source(models.TextChoices):
-        WEB = "web", "web"
-        CLI = "cli", "cli"
+        WEB = "web", _("웹")
+        CLI = "cli", _("CLI")
 
     ACTIVE_STATES = (State.QUEUED, State.RUNNING)
     FINAL_STATES = (State.SUCCEEDED, State.FAILED, State.CANCELLED, State.INTERRUPTED)
@@ -69,7 +72,8 @@ class LoadJob(models.Model):
         ordering = ["-created_at", "-id"]
         # The admin speaks the users' language: "로드 작업", not "load job" run through Korean grammar.
         verbose_name = _("로드 작업")
-        verbose_name_plural = _("로드 작업")
+        # Korean says the plural with the same words; English needs its own ("load jobs").
+        verbose_name_plural = pgettext_lazy("plural", "로드 작업")
         constraints = [
             models.UniqueConstraint(
                 fields=["slot"],
