@@ -147,3 +147,14 @@ def test_the_page_switches_language_and_remembers_it(client: Client) -> None:
     assert res.status_code == 302
     page = client.get("/").content.decode()
     assert 'lang="en"' in page and "Load model" in page
+
+
+@pytest.mark.django_db
+def test_the_english_cards_labels_are_capitalised_like_each_other(client: Client) -> None:
+    """The loaded model's card: "Adapter" like "Architecture", not "adapter" (the CLI's --list
+    header upper-cases the same msgid, so it reads ADAPTER either way)."""
+    html = client.get("/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    labels = json.loads(html.split('<script id="i18n" type="application/json">')[1].split("</script>")[0])["meta"]
+    assert labels["adapter"] == "Adapter"
+    lower = [text for key, text in labels.items() if key != "dtype" and not text[:1].isupper()]
+    assert not lower, lower
