@@ -299,3 +299,65 @@ def test_a_checkpoint_written_while_the_page_is_open_appears_marked_newest(page:
         assert "zz-run/checkpoint-1500" in page.text_content("#notice")
     finally:
         shutil.rmtree(run, ignore_errors=True)
+
+
+def test_a_phone_reads_every_history_column_with_the_whole_model_name(
+    browser: Any, page: Any, server: LiveServer
+) -> None:
+    """390 px: the history is one small card per load, no column cut off and no "d…" for a name."""
+    start_load(page, "tiny")
+    wait_success(page)
+    for locale in ("ko-KR", "en-US"):
+        context = browser.new_context(locale=locale, viewport={"width": 390, "height": 844})
+        phone = context.new_page()
+        phone.goto(server.url + "/")
+        phone.wait_for_function("() => document.querySelectorAll('#history-body tr').length > 0", timeout=10_000)
+        names = phone.locator("#history-body td.name").all_inner_texts()
+        assert "tiny" in names, names
+        # Cut off: the cell scrolls, its text is wider than the cell (an ellipsis), or it is off the screen.
+        clipped = phone.evaluate(
+            """() => [...document.querySelectorAll('#history-body td')].filter((td) => {
+              const range = document.createRange(); range.selectNodeContents(td);
+              const box = td.getBoundingClientRect();
+              return td.scrollWidth > td.clientWidth || range.getBoundingClientRect().width > td.clientWidth + 0.5
+                || box.right > window.innerWidth || box.width === 0;
+            }).map((td) => td.dataset.label + ': ' + td.textContent)"""
+        )
+        assert not clipped, (locale, clipped)
+        labels = phone.evaluate(
+            "() => getComputedStyle(document.querySelector('#history-body td + td'), '::before').content"
+        )
+        assert labels.strip('"').strip(), "each value says which column it is"
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+        context.close()
+
+
+def test_korean_wraps_between_words_never_inside_one(page: Any) -> None:
+    """ "남은 시간" in a box one syllable too narrow: the line breaks at the space, not in "시간"."""
+    split = page.evaluate(
+        """() => {
+          const box = document.createElement("div"), probe = document.createElement("span");
+          box.className = "numbers"; probe.textContent = "남은 시";
+          document.querySelector(".settings-panel").append(box); box.append(probe);
+          const width = probe.getBoundingClientRect().width;
+          box.textContent = "남은 시간 8.5s"; box.style.display = "block"; box.style.width = width + 1 + "px";
+          const text = box.firstChild, range = document.createRange();
+          const at = (i) => { range.setStart(text, i); range.setEnd(text, i + 1); return range.getBoundingClientRect().top; };
+          const result = {si: at(3), gan: at(4)};
+          box.remove();
+          return result;
+        }"""
+    )
+    assert split["si"] == split["gan"], split
+    for selector in ("#progress-message", "#progress-detail", ".workspace p", "#history"):
+        assert page.eval_on_selector(selector, "(el) => getComputedStyle(el).wordBreak") == "keep-all", selector
+
+
+def test_the_try_form_shows_no_answer_box_before_there_is_an_answer(page: Any) -> None:
+    start_load(page, "tiny")
+    wait_success(page)
+    page.locator("#try-form").wait_for(state="visible")
+    page.evaluate("() => { document.getElementById('try-output').textContent = ''; }")  # no generation yet
+    assert page.locator("#try-output").is_hidden()
+    page.evaluate("() => { document.getElementById('try-output').textContent = 'an answer'; }")
+    assert page.locator("#try-output").is_visible()

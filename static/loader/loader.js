@@ -198,6 +198,7 @@
     return Number.isNaN(t) ? "—" : timeFormat.format(new Date(t));
   }
 
+  const historyHeads = [...document.querySelectorAll("#history thead th")].map((th) => th.textContent);
   function renderHistory() {
     els.historyEmpty.hidden = history.length > 0;
     els.historyBody.replaceChildren(...history.map((job) => {
@@ -213,7 +214,11 @@
       ];
       const tr = document.createElement("tr");
       tr.dataset.jobId = String(job.id); tr.className = "state-" + job.state;
-      for (const text of cells) { const td = document.createElement("td"); td.textContent = text; tr.append(td); }
+      cells.forEach((text, i) => {
+        const td = document.createElement("td"); td.textContent = text;
+        td.dataset.label = historyHeads[i] || "";  // a phone shows each value under its column's name
+        tr.append(td);
+      });
       tr.firstChild.className = "name";  // cut with "…" in the cell: whole on hover
       tr.firstChild.title = jobName(job) + (job.model_warning ? "\n⚠ " + nameWarning(job.model_warning) : "");
       tr.lastChild.className = "time";
