@@ -51,6 +51,8 @@
     s = Math.round(s);
     return s >= 60 ? Math.floor(s / 60) + "m " + (s % 60) + "s" : s + "s";
   }
+  // A label and its value stay on one line ("남은 시간 8.5s"): the line breaks at the " · " between them.
+  function together(text) { return text.replace(/ /g, "\u00a0"); }
   function shardCount(n) {
     return (n === 1 ? T.shardsOne : T.shardsOther).replace("{n}", String(n));
   }
@@ -116,9 +118,9 @@
     const d = job.detail || {};
     let detail = "";
     if (job.active && d.shards && (job.stage === "weights" || job.stage === "device")) {
-      detail = T.shard + " " + d.shard + "/" + d.shards + " · " + fmtBytes(d.bytes_done) + " / " + fmtBytes(d.bytes_total);
-      if (d.bytes_per_s) detail += " · " + (d.bytes_per_s / 1e6).toFixed(0) + " MB/s";
-      if (d.eta_s !== null && d.eta_s !== undefined && job.stage === "weights") detail += " · " + T.eta + " " + fmtSecs(d.eta_s);
+      detail = together(T.shard + " " + d.shard + "/" + d.shards) + " · " + fmtBytes(d.bytes_done) + " / " + fmtBytes(d.bytes_total);
+      if (d.bytes_per_s) detail += " · " + together((d.bytes_per_s / 1e6).toFixed(0) + " MB/s");
+      if (d.eta_s !== null && d.eta_s !== undefined && job.stage === "weights") detail += " · " + together(T.eta + " " + fmtSecs(d.eta_s));
     } else if (job.active && BEFORE_BYTES.includes(job.stage) && job.expected_total_s) {
       // Before any byte is read the measured rate says nothing: earlier loads of this model do.
       const began = Date.parse(job.started_at || job.created_at || "") || Date.now();
