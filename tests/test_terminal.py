@@ -237,3 +237,39 @@ def test_show_ignores_jobs_it_did_not_see_run_and_never_raises(caplog: pytest.Lo
     assert any("terminal progress failed" in r.getMessage() for r in caplog.records)
     bars.show(snapshot(5, "preparing", 0, {}))  # still works for the next job
     assert any("#5" in r.getMessage() for r in caplog.records)
+
+
+class FullDisk(io.StringIO):
+    """A terminal redirected to a file on a full disk: every write fails."""
+
+    def write(self, text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+
+def test_bars_on_a_full_disk_never_raise_nor_hold_the_lock_a_log_line_needs() -> None:
+    """tqdm's refresh keeps its global lock when its write raises: once that happened, the next log
+    line (the load thread's own) waited for it forever. Bars on an unwritable stream are skipped."""
+    from loader.web.console import BarSafeHandler
+
+    bars = TerminalBars(stream=FullDisk(), enabled=True, lang="ko")
+    timings = {"preparing": 0.1, "tokenizer": 0.1, "config": 0.1}
+    for state in (
+        snapshot(9, "preparing", 0, {}),
+        snapshot(9, "weights", 60, timings, detail={"shard": 1, "bytes_done": 900_000}),
+        snapshot(9, "done", 100, {**timings, "weights": 1.0}, state="succeeded", active=False),
+    ):
+        bars.show(state)
+    taken = threading.Event()
+
+    def take_the_lock() -> None:
+        tqdm.get_lock().acquire()  # its acquire(timeout=…) says nothing of success: block instead
+        tqdm.get_lock().release()
+        taken.set()
+
+    other = threading.Thread(target=take_the_lock, daemon=True)  # left blocked if the lock leaked
+    other.start()
+    other.join(10)
+    assert taken.is_set(), "tqdm's lock is still held after a failed draw"
+    handler = BarSafeHandler(FullDisk())
+    handler.handleError = lambda record: None  # type: ignore[method-assign]  # quiet: the point is it returns
+    handler.handle(logging.LogRecord("loader", logging.ERROR, __file__, 1, "progress not saved", None, None))

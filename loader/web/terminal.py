@@ -35,6 +35,7 @@ from loader.jobs.i18n import in_lang
 from loader.pipeline.events import Stage, stage_message
 from loader.pipeline.i18n import env_language, gettext_noop, printable
 from loader.pipeline.names import visible_name
+from loader.web.console import QuietStream
 
 log = logging.getLogger("loader.terminal")
 
@@ -70,11 +71,11 @@ class LoadBars:
     def __init__(self, stream: TextIO) -> None:
         from tqdm import tqdm
 
-        self.tqdm, self.stream = tqdm, stream
+        self.tqdm, self.stream = tqdm, QuietStream(stream)
         self.overall = tqdm(
             total=100,
             desc=gettext("준비 중..."),
-            file=stream,
+            file=self.stream,
             miniters=0,  # never skip a redraw by count: ``update`` paces them by time
             bar_format="{desc:<24} {percentage:3.0f}%|{bar}| [{elapsed}]",
         )
