@@ -184,6 +184,8 @@ class TerminalBars:
             return printable(in_lang(gettext_noop("❌ 오류: {message}"), {"message": text}, self.lang))
         if job.get("lang") == self.lang or not job.get("lang"):
             return printable(str(job.get("message") or ""))
+        if said := (job.get("message_text") or {}).get(self.lang):  # the job's own words, reworded
+            return printable(str(said))
         if state == "cancelled":
             return gettext("로드가 취소되었습니다.")
         try:
