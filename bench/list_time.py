@@ -5,7 +5,9 @@ and 200 models (a few broken ones among them), the catalog as ``GET /api/models`
 
 Each folder holds a real ``config.json``, ``trainer_state.json`` (checkpoints) and a small
 ``model.safetensors`` (the list stats weights, never reads them). Timed: ``describe_all()`` with
-the page cache warm (the second call onwards); printed best and median of the runs.
+the page cache warm (the second call onwards); printed best and median of the runs. Also timed:
+the server watcher's look at the folders every 2 s (``catalog_check``), which pushes a new
+checkpoint to open pages.
 """
 
 from __future__ import annotations
@@ -48,6 +50,20 @@ def timed_list(models: Path, runs: int) -> tuple[float, float, int]:
     return min(times), statistics.median(times), count
 
 
+def timed_watch(runs: int) -> tuple[float, float]:
+    """The watcher's look every 2 s (``catalog_check``: the roots' fingerprint, stats only) on the
+    roots ``timed_list`` just set: what an open page costs the server while nothing changes."""
+    from loader.catalog.changes import catalog_check
+
+    catalog_check()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        catalog_check()
+        times.append(time.perf_counter() - started)
+    return min(times), statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--checkpoints", type=int, default=5000)
@@ -67,6 +83,8 @@ def main() -> None:
             best, median, count = timed_list(root, args.runs)
             print(f"{label}: {count} listed, describe_all best {best * 1000:.1f} ms, median {median * 1000:.1f} ms "
                   f"({best / max(count, 1) * 1e6:.0f} µs per entry)")  # fmt: skip
+            best, median = timed_watch(args.runs)
+            print(f"{label}: the watcher's look (every 2 s) best {best * 1000:.1f} ms, median {median * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -49,3 +49,25 @@ def test_a_new_checkpoint_is_pushed_to_open_pages_and_marked_newest_in_its_run(l
     assert not models["run/checkpoint-1000"]["newest"] and not models["run/checkpoint-500"]["newest"]
     assert api.status()["catalog"] == {"version": version(pushed)}, "the status says the same version"
     shutil.rmtree(root / "run" / "checkpoint-1500")
+
+
+def test_a_long_runs_newest_checkpoint_is_watched_as_its_files_arrive(tmp_path: Path, settings: Any) -> None:
+    """A run with more checkpoints than the fingerprint follows (500): the newest is among those
+    followed, so its weights written after its config change the version (the page re-reads)."""
+    import os
+
+    from loader.catalog.changes import catalog_check, catalog_version
+
+    settings.MACTUNER_MODELS_DIR = tmp_path
+    settings.MACTUNER_HF_CACHE = tmp_path / ".no-hf-cache"
+    run = tmp_path / "run"
+    for n in range(1, 601):
+        (run / f"checkpoint-{n}").mkdir(parents=True)
+        os.utime(run / f"checkpoint-{n}", (n, n))  # older first: checkpoint-600 is the newest
+    newest = run / "checkpoint-600"  # by name, after the first 500 ("checkpoint-1", "-10", "-100", …)
+    (newest / "config.json").write_text("{}")
+    catalog_check()
+    before = catalog_version()
+    assert not catalog_check(), "nothing changed, nothing to push"
+    (newest / "model.safetensors").write_bytes(b"\0" * 8)  # the weights, after the config
+    assert catalog_check() and catalog_version() != before

@@ -51,13 +51,16 @@ def _nested_key(path: str, depth: int) -> tuple[Any, ...]:
         return ()
     try:
         with os.scandir(path) as it:
-            children = sorted(e.path for e in it if e.is_dir(follow_symlinks=False))[:500]
+            dirs = [(_stat_key(e.path) or (0, 0, 0), e.path) for e in it if e.is_dir(follow_symlinks=False)]
     except OSError:
         return ()
+    # The 500 most recently changed (a long run's newest checkpoints, still being written); the
+    # folder's own mtime above tells of any child added or removed beyond them.
+    children = sorted(((path, key) for key, path in sorted(dirs, reverse=True)[:500]))
     # The child's own stat too: a file added to or removed from it (a Trainer's weights after its
     # config) changes its mtime, so the list (and an open page) hears of it.
     return tuple(
-        (os.path.basename(c), _stat_key(c), *(_stat_key(os.path.join(c, f)) for f in DESCRIBING)) for c in children
+        (os.path.basename(c), key, *(_stat_key(os.path.join(c, f)) for f in DESCRIBING)) for c, key in children
     )
 
 
