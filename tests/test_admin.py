@@ -130,3 +130,14 @@ def test_the_job_page_labels_its_two_totals_for_what_they_count(admin_client: Cl
     assert "Total time (click to end)" in english
     korean = admin_client.get(f"/admin/loader/loadjob/{job.pk}/change/", HTTP_ACCEPT_LANGUAGE="ko").content.decode()
     assert "단계 합계: 2.50s" in korean and "총 시간(클릭부터 끝까지)" in korean
+
+
+def test_the_device_filter_names_jobs_that_never_got_a_device(admin_client: Client) -> None:
+    LoadJob.objects.create(model_name="a", model_path="/a", state="failed", source="web", device="")
+    LoadJob.objects.create(model_name="b", model_path="/b", state="succeeded", source="web", device="cpu")
+    page = admin_client.get("/admin/loader/loadjob/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    filters = re.sub(r"\s+", " ", page.split('id="changelist-filter"')[1].split("</nav>")[0])
+    assert "<a></a>" not in re.sub(r"<a [^>]*>", "<a>", filters), "no empty link"
+    assert "Not chosen yet" in filters and ">cpu<" in filters
+    listed = admin_client.get("/admin/loader/loadjob/?device=-", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "/admin/loader/loadjob/" in listed and "1 load job" in listed

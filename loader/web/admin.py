@@ -21,13 +21,32 @@ from loader.jobs.models import LoadJob
 from loader.jobs.selectors import job_message
 
 
+class DeviceFilter(admin.SimpleListFilter):
+    """The devices jobs ran on, and a named choice for those that failed before one was chosen
+    (Django's own filter showed them as an empty link)."""
+
+    title = _("장치")
+    parameter_name = "device"
+    NONE = "-"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        devices = LoadJob.objects.exclude(device="").values_list("device", flat=True).distinct().order_by("device")
+        return [(device, device) for device in devices] + [(self.NONE, _("정해지기 전"))]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        value = self.value()
+        if value == self.NONE:
+            return queryset.filter(device="")
+        return queryset.filter(device=value) if value else queryset
+
+
 @admin.register(LoadJob)
 class LoadJobAdmin(admin.ModelAdmin):
     list_display = (
         "id", "model_label", "started_from", "outcome", "stage_label", "device", "dtype", "total_time", "read_rate",
         "cache", "first_token", "created_at",
     )  # fmt: skip
-    list_filter = ("state", "source", "device")
+    list_filter = ("state", "source", DeviceFilter)
     search_fields = ("model_name", "model_path")
     date_hierarchy = "created_at"
     fieldsets = (
