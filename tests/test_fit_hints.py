@@ -213,3 +213,35 @@ def test_a_folder_added_after_an_answer_is_estimated_on_the_next_asks(client: Cl
         assert got["fit"] == "fits" and got["need_bytes"] == hints(body)["tiny"]["need_bytes"]
     finally:
         shutil.rmtree(fit_root / "tiny-copy")
+
+
+def test_a_query_of_too_many_parameters_is_a_400_in_words_not_a_500(client: Client) -> None:
+    # Django raises on reading such a query (and its debug page reads it again: a 500).
+    flood = {f"x{i}": "1" for i in range(2000)}
+    for path in ("/api/fit", "/api/jobs"):
+        res = client.get(path, flood | {"device": "cpu"}, HTTP_ACCEPT_LANGUAGE="ko")
+        assert res.status_code == 400 and "너무 많습니다" in res.json()["error"], path
+        english = client.get(path, flood, HTTP_ACCEPT_LANGUAGE="en").json()["error"]
+        assert english.isascii() and "query parameters" in english
+    huge = client.get("/api/fit", {"device": "x" * 10_000}).json()["error"]
+    assert len(huge) < 200  # the bad value is quoted, not echoed whole
+    assert ask(client)[0] == 200
+
+
+def test_a_host_that_died_with_an_ask_in_flight_reads_stopped_not_forever_pending(client: Client) -> None:
+    import os
+    import signal
+
+    settled(client)
+    process = MODEL_HOST.start()
+    os.kill(process.pid, signal.SIGSTOP)  # it takes the ask but never answers it
+    try:
+        status, body = ask(client, dtype="float16", lang="ko")
+        assert status == 200 and body["pending"]
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+    assert process.dead.wait(30)
+    status, body = ask(client, dtype="float16")
+    assert status == 200 and body["host"] == "stopped" and not body["pending"], body
+    assert "모델 호스트" in hints(body)["tiny"]["why"]
+    assert settled(client, dtype="float16")["host"] in ("ready", "starting")  # a fresh host answers again

@@ -86,7 +86,7 @@ class FitBoard:
         state = STOPPED if not alive else BUSY if host.busy else READY if host.ready else STARTING
         with self._cond:
             now = time.monotonic()
-            pid = process.pid if process is not None else None
+            pid = process.pid if alive and process is not None else None  # a dead host answers no ask
             for fit_id, old in list(self._asks.items()):
                 if old.pid != pid or now - old.sent > ASK_TIMEOUT_S:
                     del self._asks[fit_id]

@@ -16,7 +16,7 @@ from loader.jobs.fits import fit_hints
 from loader.pipeline.i18n import gettext_noop
 from loader.web.access import staff_required
 from loader.web.offloop import off_loop
-from loader.web.views import _error, options_refusal
+from loader.web.views import _error, options_refusal, query_lists
 
 FIT_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="loader-fit")
 
@@ -24,7 +24,9 @@ FIT_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="loader-fit")
 @require_GET
 @staff_required(api=True)
 async def fit(request: HttpRequest) -> JsonResponse:
-    query = {name: request.GET.getlist(name) for name in ("device", "dtype")}
+    query = query_lists(request, ("device", "dtype"))
+    if isinstance(query, JsonResponse):
+        return query
     if any(len(values) > 1 for values in query.values()):
         return _error(400, gettext_noop("'device'와 'dtype'은 한 번씩만 지정하세요."))
     device, dtype = (values[0] if values else "auto" for values in query.values())

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
@@ -92,6 +92,18 @@ async def status(request: HttpRequest) -> JsonResponse:
     return JsonResponse({key: state[key] for key in fields})
 
 
+def query_lists(request: HttpRequest, names: tuple[str, ...]) -> dict[str, list[str]] | JsonResponse:
+    """Each of ``names``' values in the query, or the 400 for a query of more parameters than
+    ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` (Django raises on reading it; its debug page reads it again)."""
+    try:
+        return {name: request.GET.getlist(name) for name in names}
+    except TooManyFieldsSent:
+        return _error(
+            400,
+            gettext_noop("쿼리 매개변수가 너무 많습니다(최대 {most}개).", most=settings.DATA_UPLOAD_MAX_NUMBER_FIELDS),
+        )
+
+
 def _query_int(request: HttpRequest, name: str, default: int | None, digits: int) -> tuple[int | None, str]:
     """``name`` from the query as a positive integer (None when absent), and the raw text it came
     from. Plain ASCII digits, given once: int() would also take " 5", "1_0", "+7" or "٣", and a
@@ -108,6 +120,8 @@ def _query_int(request: HttpRequest, name: str, default: int | None, digits: int
 @staff_required(api=True)
 async def jobs(request: HttpRequest) -> JsonResponse:
     """A page of the job history, newest first: ``?limit=N`` rows, ``&before=ID`` older than job ID."""
+    if isinstance(refused := query_lists(request, ("limit", "before")), JsonResponse):
+        return refused
     limit, raw = _query_int(request, "limit", JOBS_DEFAULT, 3)
     if limit is None or not 1 <= limit <= JOBS_MAX:
         return _error(
@@ -127,7 +141,7 @@ def options_refusal(device: Any, dtype: Any) -> JsonResponse | None:
         return _error(
             400,
             gettext_noop(
-                "알 수 없는 장치입니다: {value} (가능: {choices})", value=repr(device), choices=", ".join(DEVICES)
+                "알 수 없는 장치입니다: {value} (가능: {choices})", value=repr(device)[:40], choices=", ".join(DEVICES)
             ),
         )
     if (missing := device_refusal(device)) is not None:  # refused now, before a job starts
@@ -138,7 +152,7 @@ def options_refusal(device: Any, dtype: Any) -> JsonResponse | None:
         return _error(
             400,
             gettext_noop(
-                "알 수 없는 dtype입니다: {value} (가능: {choices})", value=repr(dtype), choices=", ".join(DTYPES)
+                "알 수 없는 dtype입니다: {value} (가능: {choices})", value=repr(dtype)[:40], choices=", ".join(DTYPES)
             ),
         )
     return None
