@@ -245,3 +245,22 @@ def test_a_host_that_died_with_an_ask_in_flight_reads_stopped_not_forever_pendin
     assert status == 200 and body["host"] == "stopped" and not body["pending"], body
     assert "모델 호스트" in hints(body)["tiny"]["why"]
     assert settled(client, dtype="float16")["host"] in ("ready", "starting")  # a fresh host answers again
+
+
+def test_a_hint_reads_the_folders_from_the_lists_cache_not_by_listing_them_again(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Listing 10,000 folders takes seconds: a picker asking twice a second must not pay it each time.
+    from loader.catalog import cache as catalog_cache
+    from loader.catalog import listing
+
+    monkeypatch.setattr(catalog_cache.cache, "fresh_s", 3600.0)
+    status, first = ask(client)
+    assert status == 200
+    listings: list[Path] = []
+    real = listing._local_models
+    monkeypatch.setattr(listing, "_local_models", lambda root: listings.append(root) or real(root))
+    status, again = ask(client)
+    assert status == 200 and listings == []
+    assert [m["name"] for m in again["models"]] == [m["name"] for m in first["models"]]
+    assert hints(again)["tiny-lora"]["fit"] in ("fits", "unknown") and "no-config" in hints(again)

@@ -96,22 +96,28 @@ class CatalogCache:
         self.fresh_s = fresh_s
         self._lock = threading.Lock()
         self._described: list[dict[str, Any]] = []
+        self._entries: list[catalog.ModelEntry] = []  # what ``_described`` was described from
         self._key: Fingerprint | None = None
         self._started = 0.0  # when the kept list's build began
         self._builds: dict[Fingerprint, _Build] = {}
 
     def described(self) -> list[dict[str, Any]]:
         """The list as ``GET /api/models`` shows it; waits only when the folders changed."""
+        return self.listed()[0]
+
+    def listed(self) -> tuple[list[dict[str, Any]], list[catalog.ModelEntry]]:
+        """``described()`` and the entries (names, folders) it was described from, kept together:
+        the fit hints need each listed model's folder without listing the folders again."""
         key = fingerprint()
         with self._lock:
             same = key == self._key
             if same and time.monotonic() - self._started <= self.fresh_s:
-                return self._described
+                return self._described, self._entries
             build = self._builds.get(key)
             mine = build is None
             if build is None:
                 build = self._builds[key] = _Build(key)
-            kept = self._described
+            kept = self._described, self._entries
         if same:
             if mine:
                 threading.Thread(target=self._rebuild, args=(build,), name="loader-catalog", daemon=True).start()
@@ -121,14 +127,16 @@ class CatalogCache:
         else:
             build.done.wait()
         with self._lock:
-            return self._described
+            return self._described, self._entries
 
     def _rebuild(self, build: _Build) -> None:
         try:
-            described = catalog.describe_all()
+            entries = catalog.list_models()
+            described = catalog.describe_all(entries)
             with self._lock:
                 if build.started >= self._started:  # an older build finishing late keeps nothing
-                    self._described, self._key, self._started = described, build.key, build.started
+                    self._described, self._entries = described, entries
+                    self._key, self._started = build.key, build.started
         except Exception:  # the list keeps its last good value; the next request tries again
             log.exception("describing the model list failed")
         finally:

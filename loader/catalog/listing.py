@@ -244,8 +244,9 @@ def list_models() -> list[ModelEntry]:
     return list(seen.values())
 
 
-def describe_all() -> list[dict[str, Any]]:
-    entries = list_models()
+def describe_all(entries: list[ModelEntry] | None = None) -> list[dict[str, Any]]:
+    """What the list says of each of ``entries`` (by default, every model listed now)."""
+    entries = list_models() if entries is None else entries
     described = [entry.describe(entries) for entry in entries]
     mark_newest(described)
     return described

@@ -14,7 +14,6 @@ from typing import Any
 from django.conf import settings
 
 from loader.catalog import cache as catalog_cache
-from loader.catalog.listing import list_models
 from loader.host.fits import BUSY, READY, STARTING, STOPPED, FitView
 from loader.jobs.i18n import here
 from loader.jobs.local import MODEL_HOST
@@ -58,9 +57,8 @@ def _hint(entry: dict[str, Any], view: FitView, pending: bool) -> dict[str, Any]
 
 def fit_hints(*, device: str, dtype: str, wait_s: float = FIT_WAIT_S) -> dict[str, Any]:
     """``GET /api/fit``'s answer for options already checked; waits at most ``wait_s`` for the host."""
-    described = catalog_cache.cache.described()
-    entries = {e.name: e for e in list_models()}
-    catalog = list(entries.values())
+    described, catalog = catalog_cache.cache.listed()  # the list as shown, not listed again (10,000 folders: s)
+    entries = {e.name: e for e in catalog}
     models = [
         {
             "name": m["name"], "path": str(entries[m["name"]].path),
