@@ -273,3 +273,37 @@ def test_bars_on_a_full_disk_never_raise_nor_hold_the_lock_a_log_line_needs() ->
     handler = BarSafeHandler(FullDisk())
     handler.handleError = lambda record: None  # type: ignore[method-assign]  # quiet: the point is it returns
     handler.handle(logging.LogRecord("loader", logging.ERROR, __file__, 1, "progress not saved", None, None))
+
+
+@pytest.mark.parametrize("terminal", ["a pipe nobody reads", "closed"])
+def test_a_terminal_nobody_reads_or_a_closed_one_never_stops_the_server_or_a_load(
+    models_root: Path, tmp_path: Path, terminal: str
+) -> None:
+    """``daphne … | tee`` whose reader stalled: once the pipe is full a write waits forever. The
+    access log is written on daphne's own loop: before, the whole server stopped answering."""
+    env = server_env(models_root, tmp_path / "db.sqlite3")
+    migrate(env)
+    port = free_port()
+    argv = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "mactuner_site.asgi:application"]
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)  # the smallest pipe: full after a few lines
+    if terminal == "closed":
+        os.close(read_end)  # every write fails (EPIPE)
+        read_end = -1
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=write_end, stderr=write_end)
+    os.close(write_end)
+    try:
+        wait_port(port)
+        api = Api(type("Server", (), {"port": port})())  # type: ignore[arg-type]
+        for _ in range(200):  # 200 access-log lines: far past what the pipe holds
+            assert api.call("GET", "/api/status")[0] == 200
+        for model in ("tiny", "tied"):  # bars and stage lines too
+            status, body = api.call("POST", "/api/load", {"model": model, "device": "cpu"})
+            assert status == 202, body
+            assert api.wait_idle(120)["job"]["state"] == "succeeded"  # type: ignore[index]
+        assert api.call("GET", "/api/fit?device=cpu")[0] == 200
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if read_end >= 0:
+            os.close(read_end)

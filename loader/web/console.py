@@ -11,9 +11,12 @@ No Django here: the logging configuration imports this module before the apps ar
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import sys
+import threading
+from collections import deque
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -83,6 +86,97 @@ class BarSafeHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+class _Writer:
+    """The one thread that writes the server's terminal output, in the order it was written.
+
+    A server started as ``daphne … | tee log`` (or by a supervisor whose reader stalled) has a pipe
+    for its terminal: once nobody reads it, a write waits forever, and the write came from daphne's
+    own loop (the access log) or a load's thread. Here every write is queued and returns at once;
+    this thread does the waiting. Past ``limit`` characters unwritten, writes are dropped: the
+    terminal misses lines, the server serves. One queue for stdout and stderr keeps a line
+    written above the bars between their clearing and their redraw."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.size, self.dropped = limit, 0, 0
+        self.parts: deque[tuple[IO[Any], str]] = deque()
+        self.busy = False
+        self.cond = threading.Condition()
+        threading.Thread(target=self._run, name="console-writer", daemon=True).start()
+
+    def put(self, stream: IO[Any], text: str) -> None:
+        with self.cond:
+            if self.size + len(text) > self.limit:
+                self.dropped += 1
+                return
+            self.parts.append((stream, text))
+            self.size += len(text)
+            self.cond.notify()
+
+    def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) for what is queued to be written: at exit, the last lines."""
+        with self.cond:
+            self.cond.wait_for(lambda: not self.parts and not self.busy, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                self.cond.wait_for(lambda: bool(self.parts))
+                parts, self.busy = list(self.parts), True
+                self.parts.clear()
+                self.size = 0
+            for stream, text in parts:
+                with contextlib.suppress(OSError, ValueError):
+                    stream.write(text)
+                    stream.flush()
+            with self.cond:
+                self.busy = False
+                self.cond.notify_all()
+
+
+class BackgroundStream:
+    """``stream`` whose ``write`` never waits: the text goes to the console writer's queue."""
+
+    def __init__(self, stream: IO[Any], writer: _Writer) -> None:
+        # Not ``_stream``: tqdm and ``QuietStream`` unwrap that name to match a line's terminal to the bars'.
+        self._real, self._writer = stream, writer
+
+    def write(self, text: str) -> int:
+        self._writer.put(self._real, text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass  # the writer flushes each write; waiting here is what this stream is for
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)  # fileno, isatty, encoding
+
+
+_background: dict[int, BackgroundStream] = {}  # id(the real stream) → its stand-in
+
+
+def in_background(stream: Any) -> Any:
+    """The stand-in of ``stream`` once ``write_in_background`` ran (else ``stream`` itself)."""
+    return _background.get(id(stream), stream)
+
+
+def write_in_background(limit: int = 4 * 1024 * 1024) -> None:
+    """The server's stdout and stderr (and every logging handler on them) write through one
+    background writer: a terminal pipe that nobody reads never stops the server or a load."""
+    if _background:
+        return
+    writer = _Writer(limit)
+    for name in ("stdout", "stderr"):
+        real = getattr(sys, name)
+        if real is None:
+            continue  # started with the stream closed: nothing is written there
+        _background[id(real)] = stand_in = BackgroundStream(real, writer)
+        setattr(sys, name, stand_in)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and id(handler.stream) in _background:
+            handler.setStream(in_background(handler.stream))
+    atexit.register(writer.drain, 2.0)
+
+
 def route_access_log() -> None:
     """daphne writes its access log straight to stdout (not through logging): route each entry
     above the bars too. A patch point on ``daphne.access.AccessLogGenerator.write_entry``."""
@@ -93,6 +187,7 @@ def route_access_log() -> None:
         return
 
     def write_above(self: Any, *args: Any, **kwargs: Any) -> None:
+        self.stream = in_background(self.stream)  # daphne took sys.stdout before the server started
         with above_bars(self.stream):
             write_entry(self, *args, **kwargs)
 

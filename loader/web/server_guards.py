@@ -244,11 +244,12 @@ def install() -> None:
     if _installed:
         return
     _installed = True
-    from loader.web.console import route_access_log
+    from loader.web.console import route_access_log, write_in_background
     from loader.web.startup import raise_open_file_limit
 
     raise_open_file_limit()
     guards = (
+        write_in_background,
         _guard_websocket_output,
         _guard_header_time,
         _expose_websocket,
