@@ -14,7 +14,7 @@ import threading
 
 from loader.catalog.cache import fingerprint
 
-CHECK_EVERY_S = 2.0
+CHECK_EVERY_S = 2.0  # the watcher looks this often (``web/watcher.py``)
 _lock = threading.Lock()
 _version = ""
 

@@ -63,9 +63,10 @@ def overall_label(stage: str, message: str) -> str:
 class LoadBars:
     """The overall bar and the bytes bar; shared by ``loadmodel`` and the server terminal.
 
-    Both are redrawn together on every update (at most ``REDRAW_S`` apart): tqdm's own pacing
-    ("dynamic miniters") let the overall bar, fed small percent steps, lag the bytes bar by
-    seconds. Labels are said in the active language (the caller's ``translation.override``).
+    Both are set from each snapshot and redrawn together here (at most ``REDRAW_S`` apart), never
+    through tqdm's ``update``: its own pacing ("dynamic miniters") let the overall bar, fed small
+    percent steps, lag the bytes bar by seconds, and the rate shown is the loader's, not tqdm's.
+    Labels are said in the active language (the caller's ``translation.override``).
     """
 
     def __init__(self, stream: TextIO) -> None:
@@ -76,7 +77,6 @@ class LoadBars:
             total=100,
             desc=gettext("준비 중..."),
             file=self.stream,
-            miniters=0,  # never skip a redraw by count: ``update`` paces them by time
             bar_format="{desc:<24} {percentage:3.0f}%|{bar}| [{elapsed}]",
         )
         self.weights: Any = None
@@ -91,14 +91,14 @@ class LoadBars:
         if stage == "weights" and total and self.weights is None:
             self.weights = self.tqdm(
                 total=total, unit="B", unit_scale=True, unit_divisor=1000, file=self.stream, desc=SHARDS_DESC,
-                miniters=0, bar_format=BYTES_FORMAT,
+                bar_format=BYTES_FORMAT,
             )  # fmt: skip
         weights = self.weights if self.weights is not None and not self.weights_closed else None
         if weights is not None:
             # Past the weights stage the last snapshot still carries the final byte count:
             # a throttled feed may have skipped the event that reached it.
             weights.set_postfix_str(self._bytes_postfix(detail), refresh=False)
-            weights.update(max(done - weights.n, 0))  # through update(): tqdm's rate needs it
+            weights.n = min(max(done, weights.n), total or weights.total)
         now = time.monotonic()
         if now - self.drawn_at >= REDRAW_S or stage != self.drawn_stage:
             self.drawn_at, self.drawn_stage = now, stage

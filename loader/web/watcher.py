@@ -13,23 +13,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
+from loader.catalog.changes import CHECK_EVERY_S
 from loader.jobs.local import IDENTITY
 from loader.jobs.publisher import publisher
 from loader.web.offloop import off_loop
 
 POLL_S = 0.5
 REAP_EVERY = 10
-CATALOG_EVERY = 4  # ticks: the model folders are fingerprinted every 2 s (``catalog/changes.py``)
+CATALOG_EVERY = round(CHECK_EVERY_S / POLL_S)  # ticks between two looks at the model folders
 log = logging.getLogger("loader.watcher")
 _clients = 0
 _task: asyncio.Task[None] | None = None
 
 
-def _observe(reap: bool, catalog: bool) -> tuple[Any, dict[str, Any]]:
+class _Seen(NamedTuple):
+    """What one look saw; a snapshot is worth sending when it differs in a way viewers care about."""
+
+    job: int | None = None
+    updated_at: str | None = None
+    stalled: bool = False
+    foreign: bool = False  # the job's owner is another process (the CLI, another server)
+    active: bool = False
+    loaded: str | None = None
+    catalog: str = ""  # the model folders' version
+
+
+def _observe(reap: bool, catalog: bool) -> tuple[_Seen, dict[str, Any]]:
     from loader.catalog.changes import catalog_check
     from loader.jobs import services
     from loader.jobs.selectors import loader_state
@@ -39,33 +52,35 @@ def _observe(reap: bool, catalog: bool) -> tuple[Any, dict[str, Any]]:
     if catalog:
         catalog_check()  # the version in the state below; a change is sent like any other
     state = loader_state()
-    snap, version = state["job"], state["catalog"]["version"]
+    snap, loaded = state["job"], state["loaded"]["name"] if state["loaded"] else None
     if snap is None:
-        return (None, None, None, None, None, None, version), state
+        return _Seen(loaded=loaded, catalog=state["catalog"]["version"]), state
     foreign = snap["owner"]["pid"] != IDENTITY.pid or snap["owner"]["host"] != IDENTITY.host
-    loaded = state["loaded"]["name"] if state["loaded"] else None
-    return (snap["id"], snap["updated_at"], snap["stalled"], foreign, snap["active"], loaded, version), state
+    seen = _Seen(
+        snap["id"], snap["updated_at"], snap["stalled"], foreign, snap["active"], loaded, state["catalog"]["version"]
+    )
+    return seen, state
 
 
-def _worth_sending(last: Any, key: Any, in_memory: bool) -> bool:
+def _worth_sending(last: _Seen | None, key: _Seen, in_memory: bool) -> bool:
     if last is None or key == last:
         return False
-    if last[6] != key[6]:
+    if last.catalog != key.catalog:
         return True  # the model folders changed (a new checkpoint): open pages refresh their list
-    if key[0] is None:
+    if key.job is None:
         return False
-    same_job = last[0] == key[0]
-    stalled_changed = same_job and last[2] != key[2]
+    same_job = last.job == key.job
+    stalled_changed = same_job and last.stalled != key.stalled
     # Another process's job: the only feed with the in-memory layer; with Redis a safety net
     # for its start and its end (its own final publish may be lost).
-    started_or_ended = not same_job or last[4] != key[4]
-    loaded_changed = last[5] != key[5]
-    return bool((key[3] and (in_memory or started_or_ended)) or stalled_changed or loaded_changed)
+    started_or_ended = not same_job or last.active != key.active
+    loaded_changed = last.loaded != key.loaded
+    return bool((key.foreign and (in_memory or started_or_ended)) or stalled_changed or loaded_changed)
 
 
 async def _run() -> None:
     in_memory = isinstance(get_channel_layer(), InMemoryChannelLayer)
-    last_key: Any = None
+    last_key: _Seen | None = None
     tick = 0
     failing = False
     while _clients > 0:
