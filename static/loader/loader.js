@@ -318,6 +318,7 @@
       const names = new Set(data.models.map((m) => m.name));
       const arrived = knownModels ? data.models.filter((m) => !knownModels.has(m.name)) : [];
       knownModels = names;
+      const arrivedNames = new Set(arrived.map((m) => m.name));
       modelOptions = data.models.map((m) => {
         const o = document.createElement("option");
         o.value = m.name;
@@ -327,7 +328,7 @@
         o.textContent = shown + " (" + fmtBytes(m.size_bytes) + ", " + shardCount(m.shards) + ")";
         if (m.kind === "adapter" && m.adapter) o.textContent += " · " + adapterText(m.adapter);  // a LoRA says so, and its base
         if (m.newest) { o.textContent += " · " + T.newest; o.classList.add("is-newest"); }  // its run's highest step
-        if (arrived.includes(m)) o.classList.add("is-new");
+        if (arrivedNames.has(m.name)) o.classList.add("is-new");
         o.title = shown;  // a long name is cut at the select's width: the whole of it on hover
         if (warning) {  // a name that passes for another one says so where it is picked
           o.textContent += " ⚠ " + warning;
