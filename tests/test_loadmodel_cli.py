@@ -42,6 +42,9 @@ def test_success_prints_json_and_bars_and_records_a_cli_job(env: dict[str, str])
     assert snapshot["metadata"]["architecture"] == "LlamaForCausalLM" and snapshot["timings"]["total"] > 0
     assert "Loading checkpoint shards" in result.stderr and "shard 3/3" in result.stderr
     assert "✅ 모델 로드 완료!" in result.stderr
+    # The total said is Enter to ready (the process's whole life so far), never the stages' sum alone.
+    assert snapshot["command_s"] >= snapshot["wall_s"] >= snapshot["timings"]["total"]
+    assert f"cpu, {snapshot['dtype']}, {snapshot['command_s']:.2f}s)" in result.stderr
     (job,) = jobs(env)
     assert job["source"] == "cli" and job["state"] == "succeeded"
 
