@@ -132,6 +132,7 @@ def test_web_load_draws_both_bars_and_logs_each_stage_in_the_server_terminal(pty
     job = load(server, "medium", lang="en")  # an English browser; the terminal's LANG is not English
     assert job["state"] == "succeeded"
     raw = server.wait_for(rf"✅ 모델 로드 완료! #{job['id']} medium")
+    assert f"#{job['id']} medium (cpu, {job['dtype']}, {job['wall_s']:.2f}s)" in raw, "click to ready, as the page"
     text = assert_clean_terminal(raw, job["id"])
     assert re.search(r"\[4/6\] 가중치 · 전체\s+\d+%\|", text), "the overall bar names the stage, not the shards"
     assert "Loading checkpoint shards..." not in text and "Model loaded" not in text, (

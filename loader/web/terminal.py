@@ -215,7 +215,8 @@ class TerminalBars:
         self._close_bars()
         self._job = None
         self._finished = [*self._finished[-REMEMBERED_JOBS:], job["id"]]
-        state, total = job.get("state"), (job.get("timings") or {}).get("total")
+        # The click (or Enter) to ready, as the page says it; the stages' total only when unknown.
+        state, total = job.get("state"), job.get("wall_s") or (job.get("timings") or {}).get("total")
         if state == "succeeded":
             took = f", {float(total):.2f}s" if total is not None else ""
             self._info(
